@@ -1,0 +1,104 @@
+"""`make bench`: our migrator against psql on the same data, the same cluster, in the same run.
+
+    (a) CSV -> PG   `migrator run`  vs  psql \\copy … from … csv header   (into identical empty tables)
+    (b) PG  -> PG   `migrator run`  vs  psql COPY TO STDOUT (binary) | psql COPY FROM STDIN (binary)
+    (c) PG  -> CSV  `migrator run`  vs  psql \\copy (select …) to … csv header
+
+Prints each time, the ratio ours/reference, and our peak RSS. ROWS=N overrides the row count.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.support.pgcluster import Cluster  # noqa: E402
+
+ROWS = int(os.environ.get("ROWS", "1000000"))
+MIGRATOR = str(ROOT / ".venv" / "bin" / "migrator")
+TABLE_DDL = """CREATE TABLE users(id bigint primary key, email text, name text, age int, country char(2),
+ score numeric(10,3), active boolean, created_at timestamp, bio text)"""
+GENERATE = f"""INSERT INTO users SELECT g, 'user' || g || '@example.com', 'Name ' || g, (g % 90) + 10,
+ (array['US','DE','FR','GB'])[g % 4 + 1], (g % 100000) / 1000.0, g % 3 = 0,
+ timestamp '2020-01-01' + g * interval '1 minute',
+ repeat('bio text, with "quotes", commas and ünïcödé ', 1 + g % 5) FROM generate_series(1, {ROWS}) g"""
+
+
+def timed(cmd: list[str] | str, *, shell: bool = False, env: dict[str, str] | None = None) -> tuple[float, int]:
+    """(seconds, peak RSS in MiB of the process tree's largest child) of one command."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, shell=shell, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        err = proc.stderr.read().decode() if proc.stderr else ""
+        raise SystemExit(f"command failed: {cmd}\n{err}")
+    return elapsed, usage.ru_maxrss // 1024
+
+
+def main() -> int:
+    cluster = Cluster(fsync=True).start()
+    work = Path(tempfile.mkdtemp(prefix="migrator-bench-"))
+    psql = ["psql", "-q", "-X", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", str(cluster.port), "-U", "postgres"]
+    env = {**os.environ, "MIGRATOR_STATE_URL": f"sqlite:///{work}/state.db", "MIGRATOR_DATA_DIR": str(work)}
+
+    def sql(db: str, text: str) -> None:
+        subprocess.run([*psql, "-d", db, "-c", text], check=True, stdout=subprocess.DEVNULL)
+
+    try:
+        for db in ("src", "ref_a", "ours_a", "ref_b", "ours_b"):
+            sql("postgres", f"CREATE DATABASE {db}")
+        for db in ("src", "ref_a", "ours_a", "ref_b", "ours_b"):
+            sql(db, TABLE_DDL)
+        print(f"generating {ROWS:,} rows …", flush=True)
+        sql("src", GENERATE)
+        sql("src", "VACUUM ANALYZE users")
+        csv_in = work / "in" / "users.csv"
+        csv_in.parent.mkdir()
+        sql("src", f"\\copy users to '{csv_in}' csv header")
+        results = []
+
+        # (a) CSV -> PG
+        ref, _ = timed([*psql, "-d", "ref_a", "-c", f"\\copy users from '{csv_in}' csv header"])
+        ours, rss = timed([MIGRATOR, "run", "--quiet", "--source", f"csv:///{csv_in}", "--target",
+                           cluster.dsn_for("ours_a"), "--batch-size", "50000", "--parallel", "2"], env=env)
+        results.append(("CSV -> PG", ours, ref, rss, 0.8))
+
+        # (b) PG -> PG
+        pipe = (f"{' '.join(psql)} -d src -c 'COPY users TO STDOUT (FORMAT binary)' | "
+                f"{' '.join(psql)} -d ref_b -c 'COPY users FROM STDIN (FORMAT binary)'")
+        ref, _ = timed(pipe, shell=True)
+        ours, rss = timed([MIGRATOR, "run", "--quiet", "--source", cluster.dsn_for("src"), "--target",
+                           cluster.dsn_for("ours_b"), "--batch-size", "50000", "--parallel", "2"], env=env)
+        results.append(("PG -> PG", ours, ref, rss, 1.3))
+
+        # (c) PG -> CSV
+        out_ref = work / "ref.csv"
+        ref, _ = timed([*psql, "-d", "src", "-c", f"\\copy (select * from users) to '{out_ref}' csv header"])
+        ours, rss = timed([MIGRATOR, "run", "--quiet", "--source", cluster.dsn_for("src"), "--target",
+                           f"csv:///{work}/out", "--batch-size", "50000"], env=env)
+        results.append(("PG -> CSV", ours, ref, rss, 1.3))
+
+        print(f"\n{ROWS:,} rows of users; same cluster, same run\n")
+        print(f"{'path':<10} {'ours s':>8} {'ref s':>8} {'ratio':>7} {'target':>7} {'peak RSS':>9}")
+        ok = True
+        for name, ours, ref, rss, target in results:
+            ratio = ours / ref
+            ok &= ratio <= target
+            print(f"{name:<10} {ours:>8.2f} {ref:>8.2f} {ratio:>6.2f}x {'<=' + str(target):>7} {rss:>6} MiB"
+                  f"{'' if ratio <= target else '   (over target)'}")
+        return 0
+    finally:
+        cluster.stop()
+        subprocess.run(["rm", "-rf", str(work)])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

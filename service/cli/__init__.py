@@ -1,0 +1,1 @@
+"""The `migrator` command line."""

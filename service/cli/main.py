@@ -1,0 +1,123 @@
+"""`migrator` — serve the API (default), or run a migration headless with progress bars.
+
+    migrator run SPEC.yaml [--batch-size N] [--parallel N] …
+    migrator run --source URL --target URL [--tables a,b] [--batch-size N] [--parallel N]
+    migrator serve [--host H] [--port P]
+
+Exit status: 0 when every row is migrated (rejects are reported, not fatal), 1 when the run
+failed, 2 for bad input (URL, spec, unknown table), 130 when interrupted (run again to resume).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+from service.cli.progress import ProgressView, summary_table
+from service.core.errors import InvalidInput, MigratorError
+from service.core.settings import Settings, load_settings
+from service.runs.migration import Migration, create_or_resume, resolve
+from service.runs.spec import MigrationSpec
+from service.store import open_state_store
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="migrator", description="Move data between PostgreSQL, SQLite, CSV and MongoDB.")
+    sub = p.add_subparsers(dest="command")
+    run = sub.add_parser("run", help="run a migration headless, with progress bars (re-run to resume)")
+    run.add_argument("spec", nargs="?", type=Path, help="a YAML or JSON spec file")
+    run.add_argument("--source", help="source URL")
+    run.add_argument("--target", help="target URL")
+    run.add_argument("--tables", help="comma-separated tables (default: all)")
+    run.add_argument("--batch-size", type=int, dest="batchSize")
+    run.add_argument("--parallel", type=int, dest="parallelBatches")
+    run.add_argument("--mode", choices=["insert", "upsert", "replace"])
+    run.add_argument("--on-error", choices=["reject", "skip_batch", "stop"], dest="onError")
+    run.add_argument("--timeout", type=float)
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    serve = sub.add_parser("serve", help="start the HTTP service (default)")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    return p
+
+
+def _spec(args: argparse.Namespace) -> MigrationSpec:
+    overrides: dict[str, object] = {}
+    for key in ("source", "target", "batchSize", "parallelBatches", "mode", "onError", "timeout"):
+        value = getattr(args, key, None)
+        if value is not None:
+            overrides[key] = value
+    if args.tables:
+        overrides["tables"] = [t.strip() for t in args.tables.split(",") if t.strip()]
+    if args.spec is not None:
+        return MigrationSpec.from_file(args.spec, overrides)
+    return MigrationSpec.from_dict(overrides)
+
+
+async def _run(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    spec = _spec(args)
+    endpoints = resolve(spec, settings.data_dir)
+    store = await open_state_store(settings.state_url).open()
+    try:
+        record, resumed = await create_or_resume(store, spec, endpoints)
+        view = ProgressView(console)
+        migration = Migration(record, spec, endpoints, store, listeners=[] if args.quiet else [view])
+        console.print(f"{'Resuming' if resumed else 'Starting'} migration {record.id}: "
+                      f"{endpoints.source.masked} → {endpoints.target.masked}")
+        started = time.monotonic()
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        if task is not None:
+            loop.add_signal_handler(signal.SIGTERM, task.cancel)
+        try:
+            if args.quiet:
+                await migration.run()
+            else:
+                with view.progress:
+                    await migration.run()
+        finally:
+            loop.remove_signal_handler(signal.SIGTERM)
+            console.print(summary_table(migration, time.monotonic() - started))
+        return 0
+    finally:
+        await store.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    console = Console(stderr=False)
+    err = Console(stderr=True)
+    try:
+        settings = load_settings()
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        if args.command == "run":
+            if args.spec is None and not (args.source and args.target):
+                err.print("error: give a spec file, or both --source and --target")
+                return 2
+            return asyncio.run(_run(args, settings, console))
+        from service.api.app import serve
+
+        return serve(settings, host=getattr(args, "host", None), port=getattr(args, "port", None))
+    except KeyboardInterrupt:
+        err.print("interrupted: run the same command again to resume from the last checkpoint")
+        return 130
+    except asyncio.CancelledError:
+        err.print("stopped: run the same command again to resume from the last checkpoint")
+        return 130
+    except InvalidInput as exc:
+        err.print(f"error: {exc.message}", markup=False, highlight=False)
+        return 2
+    except MigratorError as exc:
+        err.print(f"error: {exc.message}", markup=False, highlight=False)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""The roles every connector plays: `Source` (reads a table in batches, resumably) and `Sink`
+(prepares a target table and returns a `TableWriter` that commits batches with checkpoints)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Protocol
+
+from service.core.batch import Batch, Checkpoint, NativeFormat, Position
+from service.core.schema import TableSchema
+
+# Called by a TableWriter once its batch is ready to commit: waits for the batch's turn and
+# returns the checkpoint the commit must record.
+CommitTurn = Callable[[], Awaitable[Checkpoint]]
+
+
+class Source(Protocol):
+    kind: str
+
+    async def check(self) -> None:
+        """Connect (or open), raising a clear EndpointError when that is not possible."""
+        ...
+
+    async def list_tables(self) -> list[str]:
+        """Every table, collection or file this source has, in a stable order."""
+        ...
+
+    async def describe(self, table: str) -> TableSchema:
+        """Columns, types and key of `table`; raises UnknownTable when it does not exist."""
+        ...
+
+    async def count(self, table: str) -> int:
+        """Exact number of rows."""
+        ...
+
+    def native_formats(self, schema: TableSchema) -> frozenset[NativeFormat]:
+        """Payload formats this source can emit for `schema` without decoding rows."""
+        ...
+
+    def read(
+        self,
+        schema: TableSchema,
+        *,
+        after: Position,
+        start_row: int,
+        batch_size: int,
+        native: NativeFormat | None,
+    ) -> AsyncIterator[Batch]:
+        """Batches of the rows strictly after `after`, in read order, each with its `upto`;
+        `start_row` is the row number the first of them gets (for reject reports).
+
+        Reads lazily: nothing is read before the consumer asks for the next batch, so a caller
+        that stops asking stops the reading. Re-reading from the same position gives the same rows.
+        """
+        ...
+
+    async def close(self) -> None: ...
+
+
+class TableWriter(Protocol):
+    """Writes one table of one migration. `write` is safe to call from `max_writers` tasks at
+    once; each batch is committed atomically together with its checkpoint's position, in turn."""
+
+    schema: TableSchema
+    created: bool
+    max_writers: int
+
+    def native_formats(self, source: TableSchema) -> frozenset[NativeFormat]:
+        """Payload formats this writer accepts from `source` as they are."""
+        ...
+
+    async def reconcile(self, stored: Checkpoint | None) -> Checkpoint | None:
+        """Given the state store's checkpoint, return the exact one to resume from and make the
+        target agree with it (e.g. truncate a partial file). None means start from the top."""
+        ...
+
+    async def write(self, batch: Batch, turn: CommitTurn) -> Checkpoint:
+        """Stage `batch`, wait for `turn()`, then commit the rows and the checkpoint together."""
+        ...
+
+    async def finish(self) -> None:
+        """All batches are committed: make the result visible/complete (rename, constraints)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class Sink(Protocol):
+    kind: str
+
+    async def check(self) -> None:
+        """Connect (or open), raising a clear EndpointError when that is not possible."""
+        ...
+
+    async def open_table(self, source: TableSchema, target_name: str, migration_id: str) -> TableWriter:
+        """Find or create the target table for `source` and return its writer."""
+        ...
+
+    async def close(self) -> None: ...
+

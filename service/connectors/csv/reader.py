@@ -1,0 +1,179 @@
+"""Streaming CSV reading with exact byte positions.
+
+The file is read in large chunks; the ends of rows are found with numpy (a newline outside quotes
+is a row end: RFC 4180 doubles quotes inside quoted fields, so quote parity tells inside from
+outside), and each run of `batch_size` rows is handed to pyarrow's C++ CSV parser in a thread.
+Every batch therefore knows the byte range it came from, which is the resumable checkpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import csv
+import io
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiofiles
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from service.connectors.csv.dialect import CsvOptions
+from service.core.batch import Reject
+from service.core.errors import EndpointError, UnknownTable
+
+CHUNK = 8 << 20
+_BOM = codecs.BOM_UTF8
+
+
+def row_ends(buf: bytes | memoryview, quote: str | None) -> np.ndarray:
+    """Offsets just past each row-ending newline in `buf`, which starts at a row boundary."""
+    a = np.frombuffer(buf, dtype=np.uint8)
+    nl = np.flatnonzero(a == 10)
+    if quote is None or nl.size == 0:
+        return nl + 1
+    q = np.flatnonzero(a == ord(quote))
+    if q.size == 0:
+        return nl + 1
+    inside = np.searchsorted(q, nl) % 2 == 1
+    return nl[~inside] + 1
+
+
+@dataclass(frozen=True)
+class Block:
+    start: int  # byte offset of the first row
+    end: int  # byte offset just past the last row
+    data: bytes
+
+
+class CsvFile:
+    """One CSV file: its header, its data start offset, and its rows as byte blocks."""
+
+    def __init__(self, path: Path, table: str, options: CsvOptions) -> None:
+        self.path = path
+        self.table = table
+        self.options = options
+        self._names: list[str] | None = None
+        self._data_start = 0
+
+    async def open(self) -> None:
+        """Read the header (or count the columns when there is none)."""
+        if not self.path.is_file():
+            raise UnknownTable(f"CSV file {self.path} for table {self.table!r} does not exist")
+        try:
+            async with aiofiles.open(self.path, "rb") as f:
+                head = await f.read(1 << 20)
+                while True:
+                    ends = row_ends(head, self.options.quote)
+                    more = b"" if ends.size else await f.read(1 << 20)
+                    if not more:
+                        break
+                    head += more
+        except OSError as exc:
+            raise EndpointError(f"cannot read CSV file {self.path}: {exc.strerror}") from None
+        bom = len(_BOM) if head.startswith(_BOM) else 0
+        ends = row_ends(head[bom:], self.options.quote)
+        first_end = int(ends[0]) + bom if ends.size else len(head)
+        line = self._decode(head[bom:first_end]).rstrip("\r\n")
+        fields = next(csv.reader([line], delimiter=self.options.delimiter, quotechar=self.options.quote or '"',
+                                 quoting=csv.QUOTE_MINIMAL if self.options.quote else csv.QUOTE_NONE), [])
+        if self.options.header:
+            if not fields or all(not f.strip() for f in fields):
+                raise EndpointError(f"CSV file {self.path} has no header row")
+            dupes = sorted({f for f in fields if fields.count(f) > 1})
+            if dupes:
+                raise EndpointError(f"CSV file {self.path}: duplicate column name(s) in header: {', '.join(dupes)}")
+            self._names = [f.strip() if f.strip() else f"column_{i + 1}" for i, f in enumerate(fields)]
+            self._data_start = first_end
+        else:
+            self._names = [f"column_{i + 1}" for i in range(len(fields))]
+            self._data_start = bom
+
+    def _decode(self, data: bytes) -> str:
+        try:
+            return data.decode(self.options.encoding)
+        except UnicodeDecodeError as exc:
+            raise EndpointError(
+                f"CSV file {self.path}: bytes at offset {exc.start} are not valid {self.options.encoding}; "
+                "set csv.encoding (for example latin-1)"
+            ) from None
+
+    @property
+    def names(self) -> list[str]:
+        assert self._names is not None, "open() first"
+        return self._names
+
+    @property
+    def data_start(self) -> int:
+        return self._data_start
+
+    async def blocks(self, start: int | None, rows: int) -> AsyncIterator[Block]:
+        """Blocks of at most `rows` rows from byte offset `start` (None: the first data row)."""
+        pos = self._data_start if start is None else start
+        buf = b""
+        async with aiofiles.open(self.path, "rb") as f:
+            await f.seek(pos)
+            eof = False
+            while True:
+                if not eof:
+                    chunk = await f.read(CHUNK)
+                    eof = not chunk
+                    buf += chunk
+                ends = await asyncio.to_thread(row_ends, buf, self.options.quote) if buf else np.empty(0, np.int64)
+                cut = 0
+                # Whole blocks of `rows` rows; at EOF the rest, including a last row without a newline.
+                for i in range(rows - 1, ends.size, rows):
+                    end = int(ends[i])
+                    yield Block(pos, pos + end - cut, buf[cut:end])
+                    pos += end - cut
+                    cut = end
+                taken = (ends.size // rows) * rows
+                if eof:
+                    if cut < len(buf):
+                        yield Block(pos, pos + len(buf) - cut, buf[cut:])
+                    return
+                if taken == 0 and ends.size == 0 and len(buf) > 256 << 20:
+                    raise EndpointError(f"CSV file {self.path}: a row longer than 256 MiB at byte {pos}")
+                buf = buf[cut:]
+
+    def parse(self, block: bytes, types: dict[str, pa.DataType] | None, first_row: int) -> tuple[pa.Table, list[Reject]]:
+        """Parse `block` into columns of `types` (None: infer). Ragged rows become rejects.
+
+        Raises pa.ArrowInvalid when a value does not convert to its column's type.
+        """
+        rejects: list[Reject] = []
+        expected = len(self.names)
+
+        def on_invalid(row: pacsv.InvalidRow) -> str:
+            number = None if row.number is None else first_row + row.number - 1
+            rejects.append(
+                Reject(self.table, number, None, None, row.text[:1000], "csv_format",
+                       f"expected {expected} fields, found {row.actual_columns}")
+            )
+            return "skip"
+
+        data = block if self.options.is_utf8 else self._decode(block).encode()
+        o = self.options
+        table = pacsv.read_csv(
+            io.BytesIO(data),
+            read_options=pacsv.ReadOptions(column_names=self.names, use_threads=False, block_size=max(1 << 20, len(data) + 1)),
+            parse_options=pacsv.ParseOptions(
+                delimiter=o.delimiter,
+                quote_char=o.quote if o.quote else False,
+                double_quote=True,
+                newlines_in_values=o.quote is not None,
+                invalid_row_handler=on_invalid,
+            ),
+            convert_options=pacsv.ConvertOptions(
+                column_types=types,
+                null_values=list(o.null_values),
+                strings_can_be_null=True,
+                quoted_strings_can_be_null=False,
+                true_values=list(o.true_values),
+                false_values=list(o.false_values),
+            ),
+        )
+        return table, rejects

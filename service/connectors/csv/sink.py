@@ -1,0 +1,154 @@
+"""CSV files as a target, written atomically: rows go to a hidden partial file that is fsynced
+after every batch (its length is the checkpoint's `sink_state`) and renamed into place at the end.
+A resumed run truncates the partial file to the checkpointed length, so no row is doubled."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import pyarrow.csv as pacsv
+
+from service.connectors.base import CommitTurn
+from service.connectors.csv.dialect import CsvOptions, table_path
+from service.core.arrow_text import printable
+from service.core.batch import Batch, Checkpoint, NativeFormat, NativePayload
+from service.core.errors import EndpointError, InvalidInput, TerminalError
+from service.core.schema import TableSchema
+from service.core.urls import EndpointUrl
+
+
+class CsvSink:
+    kind = "csv"
+
+    def __init__(self, url: EndpointUrl, *, options: CsvOptions | None = None, replace_existing: bool = False) -> None:
+        assert url.path is not None
+        self.url = url
+        self.root: Path = url.path
+        self.options = options or CsvOptions()
+        self.replace_existing = replace_existing
+
+    async def check(self) -> None:
+        folder = self.root.parent if self.root.suffix.lower() == ".csv" else self.root
+        if not folder.exists():
+            try:
+                folder.mkdir(parents=True)
+            except OSError as exc:
+                raise TerminalError(f"cannot create CSV target folder {folder}: {exc.strerror}") from None
+        if not os.access(folder, os.W_OK):
+            raise TerminalError(f"CSV target folder {folder} is not writable")
+
+    async def open_table(self, source: TableSchema, target_name: str, migration_id: str) -> CsvTableWriter:
+        await self.check()
+        path = table_path(self.root, target_name)
+        partial = path.with_name(f".{path.name}.{migration_id}.partial")
+        if path.exists() and not partial.exists() and not self.replace_existing:
+            raise InvalidInput(f"target file {path} already exists; remove it, or use mode: replace to overwrite it")
+        return CsvTableWriter(path, partial, source, target_name, self.options)
+
+    async def close(self) -> None:
+        return None
+
+
+class CsvTableWriter:
+    max_writers = 1  # one file, appended in order
+
+    def __init__(self, path: Path, partial: Path, source: TableSchema, name: str, options: CsvOptions) -> None:
+        self.path = path
+        self.partial = partial
+        self.options = options
+        self.schema = TableSchema(name=name, columns=source.columns, key=(), native_kind="csv")
+        self.created = not path.exists()
+        self._offset = 0
+
+    def native_formats(self, source: TableSchema) -> frozenset[NativeFormat]:
+        default = self.options.delimiter == "," and self.options.quote == '"' and self.options.is_utf8
+        return frozenset({NativeFormat.CSV}) if default else frozenset()
+
+    def _header(self) -> bytes:
+        out = io.StringIO()
+        csv.writer(out, delimiter=self.options.delimiter, quotechar=self.options.quote or '"',
+                   quoting=csv.QUOTE_MINIMAL if self.options.quote else csv.QUOTE_NONE,
+                   lineterminator="\n").writerow(self.schema.column_names)
+        return out.getvalue().encode(self.options.encoding) if self.options.header else b""
+
+    async def reconcile(self, stored: Checkpoint | None) -> Checkpoint | None:
+        def prepare() -> int:
+            if stored is not None and stored.sink_state is not None and self.partial.exists():
+                with open(self.partial, "r+b") as f:
+                    f.truncate(stored.sink_state)
+                    os.fsync(f.fileno())
+                return stored.sink_state
+            header = self._header()
+            with open(self.partial, "wb") as f:
+                f.write(header)
+                f.flush()
+                os.fsync(f.fileno())
+            return len(header)
+
+        try:
+            self._offset = await asyncio.to_thread(prepare)
+        except OSError as exc:
+            raise TerminalError(f"cannot write CSV file {self.partial}: {exc.strerror}") from None
+        if stored is not None and stored.sink_state is None:
+            return None  # a checkpoint without a file length cannot be trusted: start over
+        return stored
+
+    def _encode(self, batch: Batch) -> bytes:
+        if isinstance(batch.data, NativePayload):
+            if batch.data.format is not NativeFormat.CSV:
+                raise EndpointError(f"CSV sink cannot take a {batch.data.format} payload")
+            return batch.data.data
+        data = printable(batch.data)
+        out = io.BytesIO()
+        pacsv.write_csv(
+            data,
+            out,
+            write_options=pacsv.WriteOptions(
+                include_header=False,
+                delimiter=self.options.delimiter,
+                quoting_style="needed" if self.options.quote else "none",
+            ),
+        )
+        raw = out.getvalue()
+        return raw if self.options.is_utf8 else raw.decode().encode(self.options.encoding)
+
+    async def write(self, batch: Batch, turn: CommitTurn) -> Checkpoint:
+        def append(payload: bytes) -> int:
+            with open(self.partial, "r+b") as f:
+                f.seek(self._offset)
+                f.write(payload)
+                f.flush()
+                os.fsync(f.fileno())
+                return f.tell()
+
+        payload = await asyncio.to_thread(self._encode, batch) if batch.rows else b""
+        try:
+            end = await asyncio.to_thread(append, payload) if payload else self._offset
+        except OSError as exc:
+            raise TerminalError(f"cannot write CSV file {self.path}: {exc.strerror}") from None
+        checkpoint = replace(await turn(), sink_state=end)
+        self._offset = end
+        return checkpoint
+
+    async def finish(self) -> None:
+        def publish() -> None:
+            os.replace(self.partial, self.path)
+            fd = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+        try:
+            await asyncio.to_thread(publish)
+        except OSError as exc:
+            raise TerminalError(f"cannot move {self.partial.name} into place as {self.path}: {exc.strerror}") from None
+
+    async def close(self) -> None:
+        return None
+

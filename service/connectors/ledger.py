@@ -1,0 +1,83 @@
+"""The checkpoint ledger kept inside a transactional target (PostgreSQL, SQLite).
+
+Each batch's rows and its checkpoint commit in the same target transaction, so after any crash
+the target itself says exactly which source rows it holds. The SQL is shared by the SQL sinks;
+only the parameter placeholder differs (`$1` or `?`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import orjson
+
+from service.core.batch import Checkpoint
+
+TABLE = "_migrator_checkpoints"
+
+Placeholder = Callable[[int], str]
+
+
+def dollar(i: int) -> str:
+    return f"${i}"
+
+
+def qmark(i: int) -> str:
+    return "?"
+
+
+def ddl(text_type: str = "text", int_type: str = "bigint", bool_type: str = "boolean") -> str:
+    return (
+        f"CREATE TABLE IF NOT EXISTS {TABLE} ("
+        f" migration_id {text_type} NOT NULL, table_name {text_type} NOT NULL,"
+        f" position {text_type}, rows_written {int_type} NOT NULL DEFAULT 0,"
+        f" rows_failed {int_type} NOT NULL DEFAULT 0, batches {int_type} NOT NULL DEFAULT 0,"
+        f" created {bool_type} NOT NULL DEFAULT FALSE,"
+        f" PRIMARY KEY (migration_id, table_name))"
+    )
+
+
+def register_sql(ph: Placeholder) -> str:
+    """Record that a run writes a table (and whether it created it); keeps an existing row."""
+    return (
+        f"INSERT INTO {TABLE} (migration_id, table_name, created) VALUES ({ph(1)}, {ph(2)}, {ph(3)})"
+        " ON CONFLICT (migration_id, table_name) DO NOTHING"
+    )
+
+
+def save_sql(ph: Placeholder) -> str:
+    return (
+        f"UPDATE {TABLE} SET position = {ph(1)}, rows_written = {ph(2)}, rows_failed = {ph(3)}, batches = {ph(4)}"
+        f" WHERE migration_id = {ph(5)} AND table_name = {ph(6)}"
+    )
+
+
+def load_sql(ph: Placeholder) -> str:
+    return (
+        f"SELECT position, rows_written, rows_failed, batches, created FROM {TABLE}"
+        f" WHERE migration_id = {ph(1)} AND table_name = {ph(2)}"
+    )
+
+
+def save_args(checkpoint: Checkpoint, migration_id: str, table: str) -> tuple[object, ...]:
+    return (
+        orjson.dumps(checkpoint.position).decode(),
+        checkpoint.rows_written,
+        checkpoint.rows_failed,
+        checkpoint.batches,
+        migration_id,
+        table,
+    )
+
+
+def decode(row: Sequence[object] | None) -> tuple[Checkpoint | None, bool]:
+    """(checkpoint or None when nothing is committed yet, whether the run created the table)."""
+    if row is None:
+        return None, False
+    position, written, failed, batches, created = row
+    if position is None or not batches:
+        return None, bool(created)
+    return (
+        Checkpoint(orjson.loads(str(position)), int(str(written)), int(str(failed)), int(str(batches))),
+        bool(created),
+    )

@@ -1,0 +1,123 @@
+"""Opening PostgreSQL connections with clear errors, and naming identifiers safely."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from urllib.parse import urlsplit
+
+import asyncpg
+
+from service.core.errors import EndpointError, TerminalError, TransientError, UnknownTable
+from service.core.urls import EndpointUrl
+
+# Every session reads and writes in one unambiguous text form.
+SESSION_SETTINGS = {
+    "application_name": "migrator",
+    "TimeZone": "UTC",
+    "DateStyle": "ISO, YMD",
+    "IntervalStyle": "postgres",
+    "extra_float_digits": "3",
+    "client_encoding": "UTF8",
+}
+
+
+def describe(url: EndpointUrl) -> str:
+    """`host:port/db` for messages (never the password)."""
+    parts = urlsplit(url.secret_url)
+    db = parts.path.lstrip("/") or "(default)"
+    return f"{parts.hostname or 'localhost'}:{parts.port or 5432}/{db}"
+
+
+async def connect(url: EndpointUrl, timeout: float) -> asyncpg.Connection:
+    """A connection, or an EndpointError that says what went wrong and where."""
+    where = describe(url)
+    try:
+        conn: asyncpg.Connection = await asyncpg.connect(
+            url.secret_url, timeout=timeout, server_settings=SESSION_SETTINGS, command_timeout=None
+        )
+    except asyncpg.InvalidPasswordError:
+        raise TerminalError(f"PostgreSQL at {where}: authentication failed") from None
+    except asyncpg.InvalidCatalogNameError:
+        raise TerminalError(f"PostgreSQL at {where}: database does not exist") from None
+    except asyncpg.InvalidAuthorizationSpecificationError as exc:
+        raise TerminalError(f"PostgreSQL at {where}: {exc.args[0] if exc.args else 'not authorized'}") from None
+    except (TimeoutError, OSError, socket.gaierror) as exc:
+        reason = "timed out" if isinstance(exc, asyncio.TimeoutError) else (exc.strerror or str(exc))
+        raise TransientError(f"cannot connect to PostgreSQL at {where}: {reason}") from None
+    except asyncpg.PostgresError as exc:
+        raise EndpointError(f"PostgreSQL at {where}: {exc}") from None
+    except ValueError as exc:  # malformed DSN
+        raise EndpointError(f"PostgreSQL URL {url.masked}: {exc}") from None
+    return conn
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def qualified(table: str) -> str:
+    """`schema.table` or `table`, each part quoted."""
+    if "." in table:
+        schema, name = table.split(".", 1)
+        return f"{quote_ident(schema)}.{quote_ident(name)}"
+    return quote_ident(table)
+
+
+async def relation_oid(conn: asyncpg.Connection, table: str) -> int | None:
+    oid: int | None = await conn.fetchval("SELECT to_regclass($1)::oid", qualified(table))
+    return oid
+
+
+async def require_oid(conn: asyncpg.Connection, table: str, where: str) -> int:
+    oid = await relation_oid(conn, table)
+    if oid is None:
+        raise UnknownTable(f"table {table!r} does not exist in PostgreSQL at {where}")
+    return oid
+
+
+async def columns(conn: asyncpg.Connection, oid: int) -> list[asyncpg.Record]:
+    """(name, type, nullable, note) of each column; enums and domains resolve to their base type."""
+    rows: list[asyncpg.Record] = await conn.fetch(
+        """
+        SELECT a.attname AS name,
+               CASE WHEN t.typtype = 'd' THEN format_type(t.typbasetype, t.typtypmod)
+                    WHEN t.typtype = 'e' THEN 'text'
+                    WHEN e.typtype = 'e' THEN 'text[]'
+                    ELSE format_type(a.atttypid, a.atttypmod) END AS type,
+               NOT a.attnotnull AS nullable,
+               CASE WHEN t.typtype = 'd' THEN 'domain ' || format_type(a.atttypid, a.atttypmod)
+                         || ' -> its base type'
+                    WHEN t.typtype = 'e' OR e.typtype = 'e' THEN 'enum ' || format_type(a.atttypid, a.atttypmod)
+                         || ' -> text'
+                    END AS note
+        FROM pg_attribute a
+        JOIN pg_type t ON t.oid = a.atttypid
+        LEFT JOIN pg_type e ON e.oid = t.typelem AND t.typcategory = 'A'
+        WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
+        ORDER BY a.attnum
+        """,
+        oid,
+    )
+    return rows
+
+
+async def key_columns(conn: asyncpg.Connection, oid: int) -> list[str]:
+    """The primary key, else the first unique index over NOT NULL columns, else []."""
+    rows = await conn.fetch(
+        """
+        SELECT i.indisprimary, array_agg(a.attname ORDER BY k.ord) AS cols,
+               bool_and(a.attnotnull) AS notnull
+        FROM pg_index i
+        CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+        JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+        WHERE i.indrelid = $1 AND i.indisunique AND i.indpred IS NULL AND i.indexprs IS NULL
+        GROUP BY i.indexrelid, i.indisprimary
+        ORDER BY i.indisprimary DESC, count(*), i.indexrelid
+        """,
+        oid,
+    )
+    for r in rows:
+        if r["indisprimary"] or r["notnull"]:
+            return list(r["cols"])
+    return []

@@ -1,0 +1,212 @@
+"""Writing PostgreSQL tables: binary COPY inside one transaction per batch, with the checkpoint.
+
+A missing table is created from the source schema (a PostgreSQL source's own column types, else
+the Arrow mapping) and gets its primary key after the bulk load. An existing table is appended
+to; batches are cast to its column types by the pipeline's stage before they get here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pgpq
+import pgpq.encoders as pgenc
+import pgpq.schema as pgschema
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from service.connectors import ledger
+from service.connectors.base import CommitTurn
+from service.connectors.postgres import connection as pgc
+from service.connectors.postgres.types import arrow_type, binary_encodable, pg_type_for
+from service.core.arrow_text import printable
+from service.core.batch import Batch, Checkpoint, NativeFormat, NativePayload
+from service.core.errors import EndpointError, InvalidInput
+from service.core.schema import Column, TableSchema
+from service.core.urls import EndpointUrl
+
+
+class PostgresSink:
+    kind = "postgresql"
+
+    def __init__(self, url: EndpointUrl, *, timeout: float = 30.0, parallel: int = 1) -> None:
+        self.url = url
+        self.where = pgc.describe(url)
+        self._timeout = timeout
+        self._parallel = max(1, parallel)
+        self._conn: asyncpg.Connection | None = None
+
+    async def _connection(self) -> asyncpg.Connection:
+        if self._conn is None or self._conn.is_closed():
+            self._conn = await pgc.connect(self.url, self._timeout)
+        return self._conn
+
+    async def check(self) -> None:
+        await self._connection()
+
+    async def open_table(self, source: TableSchema, target_name: str, migration_id: str) -> PostgresTableWriter:
+        conn = await self._connection()
+        await conn.execute(ledger.ddl())
+        async with conn.transaction():
+            oid = await pgc.relation_oid(conn, target_name)
+            if oid is None:
+                await conn.execute(_create_table_sql(source, target_name))
+                await conn.execute(ledger.register_sql(ledger.dollar), migration_id, target_name, True)
+                oid = await pgc.require_oid(conn, target_name, self.where)
+            else:
+                await conn.execute(ledger.register_sql(ledger.dollar), migration_id, target_name, False)
+            _, created = ledger.decode(await conn.fetchrow(ledger.load_sql(ledger.dollar), migration_id, target_name))
+        cols = await pgc.columns(conn, oid)
+        schema = TableSchema(
+            name=target_name,
+            columns=tuple(Column(r["name"], arrow_type(r["type"]), r["nullable"], r["type"]) for r in cols),
+            key=tuple(await pgc.key_columns(conn, oid)),
+            native_kind=self.kind,
+        )
+        missing = [c for c in source.column_names if c not in schema.column_names]
+        if missing:
+            raise InvalidInput(
+                f"target table {target_name!r} in PostgreSQL at {self.where} has no column(s) "
+                f"{', '.join(missing)}; add them, or drop them with a transform"
+            )
+        pool = await asyncpg.create_pool(
+            self.url.secret_url,
+            min_size=0,
+            max_size=self._parallel,
+            timeout=self._timeout,
+            server_settings=pgc.SESSION_SETTINGS,
+        )
+        return PostgresTableWriter(self, pool, schema, source, migration_id, created)
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._conn.close(timeout=5)
+            self._conn = None
+
+
+def _create_table_sql(source: TableSchema, target: str) -> str:
+    same_kind = source.native_kind == "postgresql"
+    defs = []
+    for c in source.columns:
+        pg_type = c.native_type if same_kind and c.native_type else pg_type_for(c.type)
+        defs.append(f"{pgc.quote_ident(c.name)} {pg_type}{'' if c.nullable else ' NOT NULL'}")
+    return f"CREATE TABLE {pgc.qualified(target)} ({', '.join(defs)})"
+
+
+class PostgresTableWriter:
+    def __init__(
+        self,
+        sink: PostgresSink,
+        pool: asyncpg.Pool,
+        schema: TableSchema,
+        source: TableSchema,
+        migration_id: str,
+        created: bool,
+    ) -> None:
+        self.schema = schema
+        self.created = created
+        self.max_writers = sink._parallel
+        self._sink = sink
+        self._pool = pool
+        self._source = source
+        self._migration_id = migration_id
+        self._columns = source.column_names
+        if "." in schema.name:
+            self._schema_name, self._table = schema.name.split(".", 1)
+        else:
+            self._schema_name, self._table = None, schema.name
+        arrow = pa.schema([pa.field(c, self.schema.column(c).type) for c in self._columns])
+        self._arrow = arrow
+        self._binary = all(
+            binary_encodable(self.schema.column(c).native_type or "text", arrow.field(c).type) for c in self._columns
+        )
+        self._header = b""
+        self._encoder: pgpq.ArrowToPostgresBinaryEncoder | None = None
+        if self._binary:
+            encoders = {
+                f.name: _encoder_for(f, self.schema.column(f.name).native_type or "text") for f in arrow
+            }
+            self._encoder = pgpq.ArrowToPostgresBinaryEncoder.new_with_encoders(arrow, encoders)
+            self._header = self._encoder.write_header()
+
+    def native_formats(self, source: TableSchema) -> frozenset[NativeFormat]:
+        same = source.native_kind == "postgresql" and [
+            (c, source.column(c).native_type) for c in self._columns
+        ] == [(c, self.schema.column(c).native_type) for c in self._columns]
+        return frozenset({NativeFormat.PG_BINARY}) if same else frozenset()
+
+    async def reconcile(self, stored: Checkpoint | None) -> Checkpoint | None:
+        # The ledger commits with the rows, so it is exact even when the state store lags by a batch.
+        async with self._pool.acquire() as conn:
+            row = await conn.fetchrow(ledger.load_sql(ledger.dollar), self._migration_id, self.schema.name)
+        checkpoint, _ = ledger.decode(row)
+        return checkpoint
+
+    async def _payload(self, batch: Batch) -> tuple[bytes, str]:
+        if isinstance(batch.data, NativePayload):
+            if batch.data.format is not NativeFormat.PG_BINARY:
+                raise EndpointError(f"PostgreSQL sink cannot take a {batch.data.format} payload")
+            return batch.data.data, "binary"
+        data = batch.data
+        if self._encoder is not None:
+            encoder = self._encoder
+            return await asyncio.to_thread(lambda: self._header + encoder.write_batch(data) + b"\xff\xff"), "binary"
+        return await asyncio.to_thread(_csv_payload, data), "csv"
+
+    async def write(self, batch: Batch, turn: CommitTurn) -> Checkpoint:
+        payload, fmt = await self._payload(batch) if batch.rows else (b"", "binary")
+        async with self._pool.acquire() as conn:
+            try:
+                async with conn.transaction():
+                    if payload:
+                        await conn.copy_to_table(
+                            self._table,
+                            schema_name=self._schema_name,
+                            source=_once(payload),
+                            columns=self._columns,
+                            format=fmt,
+                        )
+                    checkpoint = await turn()
+                    await conn.execute(
+                        ledger.save_sql(ledger.dollar), *ledger.save_args(checkpoint, self._migration_id, self.schema.name)
+                    )
+            except asyncpg.PostgresError as exc:
+                raise EndpointError(
+                    f"PostgreSQL at {self._sink.where} refused batch {batch.seq + 1} of {self.schema.name}: {exc}"
+                ) from exc
+        return checkpoint
+
+    async def finish(self) -> None:
+        if not (self.created and self._source.key and not self.schema.key):
+            return
+        cols = ", ".join(pgc.quote_ident(k) for k in self._source.key)
+        async with self._pool.acquire() as conn:
+            try:
+                await conn.execute(f"ALTER TABLE {pgc.qualified(self.schema.name)} ADD PRIMARY KEY ({cols})")
+            except asyncpg.PostgresError as exc:
+                raise EndpointError(
+                    f"adding the primary key ({cols}) to {self.schema.name} after the load failed: {exc}"
+                ) from exc
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+
+async def _once(payload: bytes) -> AsyncIterator[bytes]:
+    yield payload
+
+
+def _encoder_for(field: pa.Field, pg_type: str) -> object:
+    if pg_type == "jsonb":
+        return pgenc.StringEncoderBuilder.new_with_output(field, pgschema.Jsonb())
+    return pgpq.ArrowToPostgresBinaryEncoder.infer_encoder(field)
+
+
+def _csv_payload(batch: pa.RecordBatch) -> bytes:
+    """CSV the server parses into any column type (the path for types pgpq cannot encode)."""
+    out = io.BytesIO()
+    pacsv.write_csv(printable(batch), out, write_options=pacsv.WriteOptions(include_header=False))
+    return out.getvalue()

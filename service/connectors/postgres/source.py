@@ -1,0 +1,179 @@
+"""Reading PostgreSQL tables resumably.
+
+Rows are read in primary-key order as key ranges `(after, upto]`: a cheap index-only probe finds
+the range's last key and row count, then one `COPY (SELECT … WHERE key range) TO STDOUT` moves the
+range. The COPY output is either handed on as it is (binary COPY for a PostgreSQL target, CSV for a
+CSV target) or parsed into Arrow by pyarrow's CSV reader in a thread. Tables without a usable key
+are read by ranges of heap pages (`ctid`), exact as long as the table is not being modified.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pyarrow as pa
+
+from service.connectors.postgres import connection as pgc
+from service.connectors.postgres.copy_text import parse_copy_csv
+from service.connectors.postgres.types import arrow_type
+from service.core.batch import Batch, NativeFormat, NativePayload, Position
+from service.core.schema import Column, TableSchema
+from service.core.urls import EndpointUrl
+
+
+class PostgresSource:
+    kind = "postgresql"
+
+    def __init__(self, url: EndpointUrl, *, timeout: float = 30.0) -> None:
+        self.url = url
+        self.where = pgc.describe(url)
+        self._timeout = timeout
+        self._conn: asyncpg.Connection | None = None
+        self._lock = asyncio.Lock()
+
+    async def _connection(self) -> asyncpg.Connection:
+        async with self._lock:
+            if self._conn is None or self._conn.is_closed():
+                self._conn = await pgc.connect(self.url, self._timeout)
+            return self._conn
+
+    async def check(self) -> None:
+        await self._connection()
+
+    async def list_tables(self) -> list[str]:
+        conn = await self._connection()
+        rows = await conn.fetch(
+            """SELECT schemaname, tablename FROM pg_tables
+               WHERE schemaname NOT IN ('pg_catalog', 'information_schema')
+                 AND tablename NOT LIKE '\\_migrator\\_%'
+               ORDER BY schemaname <> 'public', schemaname, tablename"""
+        )
+        return [r["tablename"] if r["schemaname"] == "public" else f"{r['schemaname']}.{r['tablename']}" for r in rows]
+
+    async def describe(self, table: str) -> TableSchema:
+        conn = await self._connection()
+        oid = await pgc.require_oid(conn, table, self.where)
+        cols = await pgc.columns(conn, oid)
+        key = await pgc.key_columns(conn, oid)
+        notes = tuple(f"{table}.{r['name']}: {r['note']}" for r in cols if r["note"])
+        return TableSchema(
+            name=table,
+            columns=tuple(Column(r["name"], arrow_type(r["type"]), r["nullable"], r["type"]) for r in cols),
+            key=tuple(key),
+            native_kind=self.kind,
+            notes=notes,
+        )
+
+    async def count(self, table: str) -> int:
+        conn = await self._connection()
+        n: int = await conn.fetchval(f"SELECT count(*) FROM {pgc.qualified(table)}")
+        return n
+
+    def native_formats(self, schema: TableSchema) -> frozenset[NativeFormat]:
+        return frozenset({NativeFormat.PG_BINARY, NativeFormat.CSV}) if schema.key else frozenset()
+
+    async def read(
+        self,
+        schema: TableSchema,
+        *,
+        after: Position,
+        start_row: int,
+        batch_size: int,
+        native: NativeFormat | None,
+    ) -> AsyncIterator[Batch]:
+        conn = await self._connection()
+        ranges = _KeyRanges(schema) if schema.key else _PageRanges(schema, batch_size)
+        seq, row = 0, start_row
+        while True:
+            step = await ranges.next(conn, after, batch_size)
+            if step is None:
+                return
+            where, args, upto, count = step
+            select = f"SELECT {', '.join(pgc.quote_ident(c) for c in schema.column_names)} FROM {pgc.qualified(schema.name)} WHERE {where}"
+            chunks: list[bytes] = []
+
+            async def collect(data: bytes) -> None:
+                chunks.append(data)
+
+            fmt = "binary" if native is NativeFormat.PG_BINARY else "csv"
+            await conn.copy_from_query(select, *args, output=collect, format=fmt, timeout=None)
+            payload = b"".join(chunks)
+            if native is not None and count is not None:
+                data: pa.RecordBatch | NativePayload = NativePayload(native, payload)
+                rows = count
+            else:
+                data = await asyncio.to_thread(parse_copy_csv, payload, schema)
+                rows = data.num_rows
+            if rows:
+                yield Batch(seq=seq, table=schema.name, after=after, upto=upto, first_row=row, data=data, rows_read=rows)
+                seq += 1
+                row += rows
+            after = upto
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._conn.close(timeout=5)
+            self._conn = None
+
+
+Step = tuple[str, list[object], Position, int | None]
+
+
+class _KeyRanges:
+    """Ranges of the key order: `(after, upto]` holding `batch_size` rows."""
+
+    def __init__(self, schema: TableSchema) -> None:
+        self.keys = [pgc.quote_ident(k) for k in schema.key]
+        self.types = [schema.column(k).native_type or "text" for k in schema.key]
+        self.tuple = f"({', '.join(self.keys)})"
+        self.table = pgc.qualified(schema.name)
+
+    def _bound(self, op: str, first_arg: int) -> str:
+        params = ", ".join(f"${first_arg + i}::text::{t}" for i, t in enumerate(self.types))
+        return f"{self.tuple} {op} ({params})"
+
+    async def next(self, conn: asyncpg.Connection, after: Position, batch_size: int) -> Step | None:
+        after_keys = list(after) if isinstance(after, list) else []
+        cond = self._bound(">", 1) if after_keys else "TRUE"
+        ordered = ", ".join(self.keys)
+        desc = ", ".join(f"{k} DESC" for k in self.keys)
+        texts = ", ".join(f"{k}::text" for k in self.keys)
+        probe = (
+            f"SELECT count(*) OVER () AS n, {texts} FROM "
+            f"(SELECT {ordered} FROM {self.table} WHERE {cond} ORDER BY {ordered} LIMIT {int(batch_size)}) s "
+            f"ORDER BY {desc} LIMIT 1"
+        )
+        rec = await conn.fetchrow(probe, *after_keys)
+        if rec is None:
+            return None
+        upto = [rec[i + 1] for i in range(len(self.keys))]
+        where = f"{cond} AND {self._bound('<=', len(after_keys) + 1)}"
+        return where, [*after_keys, *upto], upto, int(rec["n"])
+
+
+class _PageRanges:
+    """Ranges of heap pages, for tables with no primary key or unique NOT NULL index."""
+
+    def __init__(self, schema: TableSchema, batch_size: int) -> None:
+        self.table = pgc.qualified(schema.name)
+        self.pages_per_batch: int | None = None
+        self.batch_size = batch_size
+
+    async def next(self, conn: asyncpg.Connection, after: Position, batch_size: int) -> Step | None:
+        rec = await conn.fetchrow(
+            "SELECT pg_relation_size($1::regclass) / current_setting('block_size')::int AS pages,"
+            " (SELECT reltuples FROM pg_class WHERE oid = $1::regclass) AS tuples",
+            self.table,
+        )
+        pages, tuples = int(rec["pages"]), float(rec["tuples"] or 0)
+        if self.pages_per_batch is None:
+            per_page = tuples / pages if pages and tuples > 0 else 50.0
+            self.pages_per_batch = max(1, int(batch_size / max(per_page, 1.0)))
+        start = int(after[0]) if isinstance(after, list) and after else 0
+        if start >= pages:
+            return None
+        end = start + self.pages_per_batch
+        where = f"ctid >= '({start},0)'::tid AND ctid < '({end},0)'::tid"
+        return where, [], [str(end)], None

@@ -1,0 +1,129 @@
+"""Writing SQLite tables: one transaction per batch holding the rows and the checkpoint."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from service.connectors import ledger
+from service.connectors.base import Checkpoint, CommitTurn
+from service.connectors.sqlite.types import SqliteDatabase, arrow_type, declared_type, quote_ident
+from service.core.batch import Batch, NativeFormat, NativePayload
+from service.core.errors import EndpointError, InvalidInput
+from service.core.schema import Column, TableSchema
+from service.core.urls import EndpointUrl
+
+
+class SqliteSink:
+    kind = "sqlite"
+
+    def __init__(self, url: EndpointUrl, *, timeout: float = 30.0) -> None:
+        assert url.path is not None
+        self.url = url
+        self.db = SqliteDatabase(url.path, read_only=False, timeout=timeout)
+
+    async def check(self) -> None:
+        await self.db.run(lambda c: c.execute("SELECT 1").fetchone())
+
+    async def open_table(self, source: TableSchema, target_name: str, migration_id: str) -> SqliteTableWriter:
+        def prepare(c: sqlite3.Connection) -> tuple[list[tuple[object, ...]], bool]:
+            c.execute(ledger.ddl("TEXT", "INTEGER", "INTEGER"))
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                exists = c.execute(f"PRAGMA table_info({quote_ident(target_name)})").fetchall()
+                if not exists:
+                    defs = [f"{quote_ident(col.name)} {declared_type(col.type)}{'' if col.nullable else ' NOT NULL'}"
+                            for col in source.columns]
+                    if source.key:
+                        defs.append(f"PRIMARY KEY ({', '.join(quote_ident(k) for k in source.key)})")
+                    c.execute(f"CREATE TABLE {quote_ident(target_name)} ({', '.join(defs)})")
+                c.execute(ledger.register_sql(ledger.qmark), (migration_id, target_name, int(not exists)))
+                row = c.execute(ledger.load_sql(ledger.qmark), (migration_id, target_name)).fetchone()
+                c.execute("COMMIT")
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+            return c.execute(f"PRAGMA table_info({quote_ident(target_name)})").fetchall(), ledger.decode(row)[1]
+
+        cols, created = await self.db.run(prepare)
+        schema = TableSchema(
+            name=target_name,
+            columns=tuple(Column(str(r[1]), arrow_type(str(r[2] or "")), not int(str(r[3])), str(r[2] or ""))
+                          for r in cols),
+            native_kind=self.kind,
+        )
+        missing = [c for c in source.column_names if c not in schema.column_names]
+        if missing:
+            raise InvalidInput(
+                f"target table {target_name!r} in SQLite file {self.db.path} has no column(s) {', '.join(missing)}"
+            )
+        return SqliteTableWriter(self.db, schema, source.column_names, migration_id, created)
+
+    async def close(self) -> None:
+        await self.db.close()
+
+
+class SqliteTableWriter:
+    max_writers = 1  # SQLite has one writer at a time
+
+    def __init__(self, db: SqliteDatabase, schema: TableSchema, columns: list[str], migration_id: str,
+                 created: bool) -> None:
+        self.db = db
+        self.schema = schema
+        self.created = created
+        self._columns = columns
+        self._migration_id = migration_id
+        names = ", ".join(quote_ident(c) for c in columns)
+        self._insert = f"INSERT INTO {quote_ident(schema.name)} ({names}) VALUES ({', '.join('?' * len(columns))})"
+
+    def native_formats(self, source: TableSchema) -> frozenset[NativeFormat]:
+        return frozenset()
+
+    async def reconcile(self, stored: Checkpoint | None) -> Checkpoint | None:
+        row = await self.db.run(
+            lambda c: c.execute(ledger.load_sql(ledger.qmark), (self._migration_id, self.schema.name)).fetchone()
+        )
+        return ledger.decode(row)[0]
+
+    async def write(self, batch: Batch, turn: CommitTurn) -> Checkpoint:
+        if isinstance(batch.data, NativePayload):
+            raise EndpointError(f"SQLite sink cannot take a {batch.data.format} payload")
+        rows = _rows(batch.data.select(self._columns)) if batch.rows else []
+        checkpoint = await turn()
+
+        def commit(c: sqlite3.Connection) -> None:
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                if rows:
+                    c.executemany(self._insert, rows)
+                c.execute(ledger.save_sql(ledger.qmark),
+                          ledger.save_args(checkpoint, self._migration_id, self.schema.name))
+                c.execute("COMMIT")
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+
+        await self.db.run(commit)
+        return checkpoint
+
+    async def finish(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+def _rows(batch: pa.RecordBatch) -> list[tuple[object, ...]]:
+    """Rows as SQLite values: exact decimals and times as text, booleans as 0/1."""
+    columns = []
+    for field, array in zip(batch.schema, batch.columns):
+        if pa.types.is_decimal(field.type) or pa.types.is_temporal(field.type):
+            array = pc.cast(array, pa.string())
+        elif pa.types.is_boolean(field.type):
+            array = pc.cast(array, pa.int8())
+        elif pa.types.is_nested(field.type):
+            array = pa.array([None if v is None else str(v) for v in array.to_pylist()], pa.string())
+        columns.append(array.to_pylist())
+    return list(zip(*columns))

@@ -1,0 +1,114 @@
+"""Reading SQLite tables in rowid (or primary key) order, resumably."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from service.connectors.sqlite.types import SqliteDatabase, arrow_type, quote_ident
+from service.core.batch import Batch, NativeFormat, Position
+from service.core.errors import UnknownTable
+from service.core.schema import Column, TableSchema
+from service.core.urls import EndpointUrl
+
+
+class SqliteSource:
+    kind = "sqlite"
+
+    def __init__(self, url: EndpointUrl, *, timeout: float = 30.0) -> None:
+        assert url.path is not None
+        self.url = url
+        self.db = SqliteDatabase(url.path, read_only=True, timeout=timeout)
+        self._order: dict[str, list[str]] = {}
+
+    async def check(self) -> None:
+        await self.db.run(lambda c: c.execute("SELECT 1").fetchone())
+
+    async def list_tables(self) -> list[str]:
+        rows = await self.db.run(
+            lambda c: c.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'"
+                " AND name NOT LIKE '\\_migrator\\_%' ESCAPE '\\' ORDER BY name"
+            ).fetchall()
+        )
+        return [r[0] for r in rows]
+
+    async def describe(self, table: str) -> TableSchema:
+        def info(c: sqlite3.Connection) -> tuple[list[tuple[object, ...]], bool]:
+            cols = c.execute(f"PRAGMA table_info({quote_ident(table)})").fetchall()
+            try:
+                c.execute(f"SELECT rowid FROM {quote_ident(table)} LIMIT 0")
+                has_rowid = True
+            except sqlite3.OperationalError:
+                has_rowid = False
+            return cols, has_rowid
+
+        cols, has_rowid = await self.db.run(info)
+        if not cols:
+            raise UnknownTable(f"table {table!r} does not exist in SQLite file {self.db.path}")
+        pk = [str(r[1]) for r in sorted((r for r in cols if int(str(r[5]))), key=lambda r: int(str(r[5])))]
+        self._order[table] = ["rowid"] if has_rowid else pk
+        columns = tuple(Column(str(r[1]), arrow_type(str(r[2] or "")), not int(str(r[3])) and str(r[1]) not in pk,
+                               str(r[2] or "")) for r in cols)
+        return TableSchema(name=table, columns=columns, key=tuple(pk), native_kind=self.kind)
+
+    async def count(self, table: str) -> int:
+        n = await self.db.run(lambda c: c.execute(f"SELECT count(*) FROM {quote_ident(table)}").fetchone())
+        return int(n[0])
+
+    def native_formats(self, schema: TableSchema) -> frozenset[NativeFormat]:
+        return frozenset()
+
+    async def read(
+        self,
+        schema: TableSchema,
+        *,
+        after: Position,
+        start_row: int,
+        batch_size: int,
+        native: NativeFormat | None,
+    ) -> AsyncIterator[Batch]:
+        if schema.name not in self._order:
+            await self.describe(schema.name)
+        order = self._order[schema.name]
+        keys = ", ".join(quote_ident(k) if k != "rowid" else "rowid" for k in order)
+        cols = ", ".join(quote_ident(c) for c in schema.column_names)
+        table = quote_ident(schema.name)
+        seq, row = 0, start_row
+        while True:
+            last = list(after) if isinstance(after, list) else None
+            cond = f"({keys}) > ({', '.join('?' * len(order))})" if last else "1"
+            sql = f"SELECT {keys}, {cols} FROM {table} WHERE {cond} ORDER BY {keys} LIMIT {int(batch_size)}"
+            rows = await self.db.run(lambda c, sql=sql, last=last: c.execute(sql, last or []).fetchall())
+            if not rows:
+                return
+            n = len(order)
+            upto: list[str | int | float | None] = list(rows[-1][:n])
+            columns = list(zip(*rows))[n:]
+            arrays = [_to_arrow(list(values), col.type) for values, col in zip(columns, schema.columns)]
+            data = pa.RecordBatch.from_arrays(arrays, names=schema.column_names)
+            yield Batch(seq=seq, table=schema.name, after=after, upto=upto, first_row=row, data=data,
+                        rows_read=len(rows))
+            seq += 1
+            row += len(rows)
+            after = upto
+
+    async def close(self) -> None:
+        await self.db.close()
+
+
+def _to_arrow(values: list[object], t: pa.DataType) -> pa.Array:
+    """Values of one column (SQLite is dynamically typed) as `t`, or as text when some value does
+    not fit, so that the stage's cast turns exactly those rows into rejects."""
+    try:
+        if pa.types.is_boolean(t) and all(v is None or isinstance(v, int) for v in values):
+            return pa.array([None if v is None else bool(v) for v in values], t)
+        if pa.types.is_decimal(t) or pa.types.is_temporal(t):
+            return pc.cast(pa.array([None if v is None else str(v) for v in values], pa.string()), t)
+        return pa.array(values, t)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError, OverflowError, ValueError):
+        return pa.array([None if v is None else v.hex() if isinstance(v, bytes) else str(v) for v in values],
+                        pa.string())

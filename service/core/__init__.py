@@ -1,0 +1,1 @@
+"""Shared vocabulary of every layer: errors, endpoint URLs, table schemas, batches, settings."""

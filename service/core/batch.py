@@ -1,0 +1,75 @@
+"""What moves through a pipeline: a Batch of rows (Arrow, or a native payload) and its position."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+import pyarrow as pa
+
+# A position in a source's read order, as stored in checkpoints: JSON-serialisable and opaque to
+# everyone but the source that made it (a list of key values as text, or a byte offset).
+Position = list[str | int | float | None] | int | None
+
+
+class NativeFormat(StrEnum):
+    """Payload formats a source can hand to a sink of its own kind without decoding rows."""
+
+    PG_BINARY = "pg_binary"  # a complete PostgreSQL binary COPY stream (header, tuples, trailer)
+    CSV = "csv"  # CSV rows without a header, in the target's dialect
+
+
+@dataclass(frozen=True)
+class NativePayload:
+    format: NativeFormat
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Reject:
+    """A row that was not loaded, and why. `row` is the 1-based row number in the source's read
+    order (the data line for CSV); `key` the row's key where the source has one."""
+
+    table: str
+    row: int | None
+    key: str | None
+    column: str | None
+    value: str | None
+    rule: str
+    message: str
+
+
+@dataclass
+class Batch:
+    """Rows `(after, upto]` of one table in the source's read order.
+
+    `upto` becomes the table's checkpoint once the target has committed this batch.
+    """
+
+    seq: int
+    table: str
+    after: Position
+    upto: Position
+    first_row: int
+    data: pa.RecordBatch | NativePayload
+    rows_read: int
+    rejects: list[Reject] = field(default_factory=list)
+
+    @property
+    def rows(self) -> int:
+        """Rows to be written (read minus rejected)."""
+        if isinstance(self.data, pa.RecordBatch):
+            return self.data.num_rows
+        return self.rows_read - len(self.rejects)
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """Where a table stands: every source row up to `position` is committed in the target.
+    `sink_state` is the sink's own resume datum (the byte length of a CSV file being written)."""
+
+    position: Position
+    rows_written: int
+    rows_failed: int
+    batches: int
+    sink_state: int | None = None

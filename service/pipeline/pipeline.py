@@ -1,0 +1,128 @@
+"""One table's pipeline: producer -> stage -> N writers, linked by bounded channels.
+
+    Source.read ─▶ Channel ─▶ stage (validate/transform) ─▶ Channel ─▶ N × TableWriter.write ─▶ on_commit
+      ▲ the producer passes the pause Gate before reading each batch
+
+Guarantees: memory is bounded by the channel capacities (a slow writer slows the reader); batches
+commit in read order, so after each commit `on_commit` receives an exact checkpoint; an error in
+any stage cancels the others and is raised as the run's cause; cancellation propagates to every
+task and leaves the last committed checkpoint valid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+from service.connectors.base import TableWriter
+from service.core.batch import Batch, Checkpoint
+from service.pipeline.channel import Channel
+from service.pipeline.gate import Gate
+from service.pipeline.progress import InFlight, TableProgress
+from service.pipeline.sequencer import CommitSequencer
+
+log = logging.getLogger(__name__)
+
+Stage = Callable[[Batch], Awaitable[Batch]]
+OnCommit = Callable[[Batch, Checkpoint], Awaitable[None]]
+
+
+@dataclass
+class PipelineConfig:
+    parallel: int = 1
+    channel_capacity: int = 2
+
+
+def first_cause(exc: BaseException) -> BaseException:
+    """The first real error inside (possibly nested) exception groups."""
+    while isinstance(exc, BaseExceptionGroup):
+        inner = [e for e in exc.exceptions if not isinstance(e, asyncio.CancelledError)]
+        exc = inner[0] if inner else exc.exceptions[0]
+    return exc
+
+
+async def run_table(
+    *,
+    batches: AsyncIterator[Batch],
+    stage: Stage,
+    writer: TableWriter,
+    progress: TableProgress,
+    start: Checkpoint | None,
+    gate: Gate,
+    in_flight: InFlight,
+    on_commit: OnCommit,
+    config: PipelineConfig,
+) -> None:
+    """Move every batch of `batches` through `stage` into `writer`. Returns when all are committed."""
+    parallel = max(1, min(config.parallel, writer.max_writers))
+    read_ch: Channel[Batch] = Channel(max(1, config.channel_capacity))
+    write_ch: Channel[Batch] = Channel(max(1, config.channel_capacity))
+    sequencer = CommitSequencer(0)
+    # Cumulative counters as of the last commit: the checkpoint recorded with each batch.
+    committed = start or Checkpoint(position=None, rows_written=0, rows_failed=0, batches=0)
+    mine = 0  # this table's share of in_flight, given back if the run ends early
+
+    def flight(n: int) -> None:
+        nonlocal mine
+        mine += n
+        in_flight.add(n)
+
+    async def produce() -> None:
+        it = aiter(batches)
+        while True:
+            await gate.passage()
+            flight(1)  # counted before reading, so a pause waits for this read too
+            try:
+                batch = await anext(it, None)
+            except BaseException:
+                flight(-1)
+                raise
+            if batch is None:
+                flight(-1)
+                break
+            progress.read += batch.rows_read
+            await read_ch.put(batch)
+        await read_ch.close()
+
+    async def transform() -> None:
+        async for batch in read_ch:
+            await write_ch.put(await stage(batch))
+        await write_ch.close()
+
+    async def write() -> None:
+        nonlocal committed
+        async for batch in write_ch:
+
+            async def turn(batch: Batch = batch) -> Checkpoint:
+                await sequencer.wait_turn(batch.seq)
+                return Checkpoint(
+                    position=batch.upto,
+                    rows_written=committed.rows_written + batch.rows,
+                    rows_failed=committed.rows_failed + len(batch.rejects),
+                    batches=committed.batches + 1,
+                    sink_state=committed.sink_state,
+                )
+
+            checkpoint = await writer.write(batch, turn)
+            # We still hold the turn: the state store sees checkpoints in order.
+            try:
+                committed = checkpoint
+                progress.written = checkpoint.rows_written
+                progress.failed = checkpoint.rows_failed
+                progress.batches = checkpoint.batches
+                await on_commit(batch, checkpoint)
+            finally:
+                await sequencer.advance(batch.seq)
+                flight(-1)
+
+    try:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(produce(), name=f"produce:{progress.table}")
+            tg.create_task(transform(), name=f"transform:{progress.table}")
+            for i in range(parallel):
+                tg.create_task(write(), name=f"write:{progress.table}:{i}")
+    finally:
+        if mine:
+            in_flight.add(-mine)

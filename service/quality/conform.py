@@ -1,0 +1,99 @@
+"""The stage that makes each batch fit its target table, vectorized.
+
+Columns are cast to the target's types with pyarrow; when a cast fails, bisection finds exactly
+the rows that cannot convert (cost O(bad · log n) casts), and those rows become rejects naming
+the column, the value and the reason. NULLs in NOT NULL target columns are rejects too. Only
+rejected rows ever become Python objects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from service.core.batch import Batch, NativePayload, Reject
+from service.core.errors import InvalidInput
+from service.core.schema import TableSchema
+
+_CAST_ERRORS = (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError)
+
+
+def _failing(array: pa.Array, to: pa.DataType) -> list[int]:
+    """Indices of the values of `array` that do not cast to `to`."""
+    try:
+        pc.cast(array, to)
+        return []
+    except _CAST_ERRORS:
+        if len(array) == 1:
+            return [0]
+    mid = len(array) // 2
+    return _failing(array.slice(0, mid), to) + [mid + i for i in _failing(array.slice(mid), to)]
+
+
+class ConformStage:
+    """Casts batches of `source` columns to the types of the `target` table."""
+
+    def __init__(self, source: TableSchema, target: TableSchema) -> None:
+        self.source = source
+        self.target = target
+        self.columns = source.column_names
+        self.types = {c: target.column(c).type for c in self.columns}
+        self.required = {c for c in self.columns if not target.column(c).nullable}
+        for c in self.columns:
+            from_type = source.column(c).type
+            try:
+                pc.cast(pa.array([None], from_type), self.types[c])
+            except _CAST_ERRORS:
+                raise InvalidInput(
+                    f"column {source.name}.{c} ({from_type}) cannot be converted to the target's type "
+                    f"{target.column(c).native_type or self.types[c]}"
+                ) from None
+
+    async def __call__(self, batch: Batch) -> Batch:
+        if isinstance(batch.data, NativePayload):
+            return batch
+        return await asyncio.to_thread(self.conform, batch)
+
+    def conform(self, batch: Batch) -> Batch:
+        data = batch.data
+        assert isinstance(data, pa.RecordBatch)
+        bad: dict[int, Reject] = {}
+        arrays: list[pa.Array] = []
+        for name in self.columns:
+            array = data.column(name)
+            to = self.types[name]
+            if array.type != to:
+                try:
+                    array = pc.cast(array, to)
+                except _CAST_ERRORS:
+                    for i in _failing(array, to):
+                        value = array[i].as_py()
+                        bad.setdefault(i, self._reject(batch, data, i, name, value, "type",
+                                                       f"cannot convert {value!r} to {self._type_name(name)}"))
+                    ok = pa.array([i not in bad for i in range(len(array))])
+                    array = pc.cast(pc.if_else(ok, array, pa.scalar(None, array.type)), to)
+            if name in self.required and array.null_count:
+                for i in pc.indices_nonzero(pc.is_null(array)).to_pylist():
+                    bad.setdefault(i, self._reject(batch, data, i, name, None, "required",
+                                                   f"{name} is required (NOT NULL in the target)"))
+            arrays.append(array)
+        out = pa.RecordBatch.from_arrays(arrays, schema=pa.schema([pa.field(c, self.types[c]) for c in self.columns]))
+        if bad:
+            keep = pa.array([i not in bad for i in range(out.num_rows)])
+            out = out.filter(keep)
+            return replace(batch, data=out, rejects=[*batch.rejects, *bad.values()])
+        return replace(batch, data=out)
+
+    def _type_name(self, column: str) -> str:
+        return self.target.column(column).native_type or str(self.types[column])
+
+    def _reject(self, batch: Batch, data: pa.RecordBatch, i: int, column: str, value: object, rule: str,
+                message: str) -> Reject:
+        key = None
+        if self.source.key and all(k in data.schema.names for k in self.source.key):
+            key = ",".join(str(data.column(k)[i].as_py()) for k in self.source.key)
+        return Reject(batch.table, batch.first_row + i, key, column, None if value is None else str(value)[:1000],
+                      rule, message)

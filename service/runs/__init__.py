@@ -1,0 +1,1 @@
+"""One migration's lifecycle: its spec, its run over every table, its events."""

@@ -1,0 +1,266 @@
+"""Running one migration: every table through its pipeline, in order, with checkpoints.
+
+`Migration.run()` is resumable: it picks up each table from the target's / state store's
+checkpoint, skips tables already completed, and ends with exactly the source rows (minus the
+reported rejects) in the target. Pause closes the gate; `pause()` returns once in-flight batches
+are committed. Cancelling the task that runs `run()` stops it promptly; the last checkpoint stays valid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from service.connectors.base import Sink, Source, TableWriter
+from service.connectors.registry import open_sink, open_source
+from service.core.batch import Batch, Checkpoint, NativeFormat, Reject
+from service.core.errors import InvalidInput, MigratorError, PipelineError
+from service.core.schema import TableSchema
+from service.core.urls import EndpointUrl, parse_url
+from service.pipeline.gate import Gate
+from service.pipeline.pipeline import PipelineConfig, first_cause, run_table
+from service.pipeline.progress import InFlight, TableProgress, TableStatus
+from service.quality.conform import ConformStage
+from service.runs.events import BatchCommitted, Event, Listener, StatusChanged, TableFinished, TableStarted
+from service.runs.spec import MigrationSpec
+from service.store.base import LogEntry, MigrationRecord, StateStore
+from service.store.sqlite import now
+
+log = logging.getLogger(__name__)
+MAX_REJECT_LOGS_PER_BATCH = 20
+
+
+def new_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S-", time.gmtime()) + uuid.uuid4().hex[:6]
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    source: EndpointUrl
+    target: EndpointUrl
+
+
+def resolve(spec: MigrationSpec, data_dir: Path, *, restrict: bool = False) -> Endpoints:
+    return Endpoints(
+        parse_url(spec.source, data_dir=data_dir, restrict_to_data_dir=restrict),
+        parse_url(spec.target, data_dir=data_dir, restrict_to_data_dir=restrict),
+    )
+
+
+async def create_or_resume(store: StateStore, spec: MigrationSpec, endpoints: Endpoints) -> tuple[MigrationRecord, bool]:
+    """The unfinished migration with this spec's fingerprint (to resume), or a new one."""
+    existing = await store.find_unfinished(spec.fingerprint())
+    if existing is not None:
+        return existing, True
+    record = MigrationRecord(
+        id=new_id(), fingerprint=spec.fingerprint(), spec=dict(spec.raw), source=endpoints.source.masked,
+        target=endpoints.target.masked, status="initialized", created_at=now(),
+    )
+    await store.create_migration(record)
+    return record, False
+
+
+class Migration:
+    def __init__(self, record: MigrationRecord, spec: MigrationSpec, endpoints: Endpoints, store: StateStore,
+                 *, listeners: list[Listener] | None = None) -> None:
+        self.id = record.id
+        self.record = record
+        self.spec = spec
+        self.endpoints = endpoints
+        self.store = store
+        self.gate = Gate()
+        self.in_flight = InFlight()
+        self.tables: dict[str, TableProgress] = {}
+        self.status = record.status
+        self.error: str | None = None
+        self.started = time.monotonic()
+        self._listeners = list(listeners or [])
+
+    # -- watchers -------------------------------------------------------------------------------
+    def _emit(self, event: Event) -> None:
+        for listener in self._listeners:
+            listener(event)
+
+    async def _set_status(self, status: str, *, error: str | None = None, started: bool = False,
+                          ended: bool = False) -> None:
+        self.status, self.error = status, error
+        await self.store.set_status(self.id, status, error=error, started=started, ended=ended)
+        self._emit(StatusChanged(self.id, status, error))
+
+    async def _log(self, level: str, message: str, **fields: object) -> None:
+        entry = LogEntry(timestamp=now(), level=level, message=message, **fields)  # type: ignore[arg-type]
+        await self.store.add_log(self.id, entry)
+        log.log(logging.getLevelName(level), "%s: %s", self.id, message)
+
+    # -- control --------------------------------------------------------------------------------
+    async def pause(self) -> None:
+        """Stop reading; return once every batch already read is committed."""
+        self.gate.close()
+        await self._set_status("pausing")
+        await self.in_flight.wait_zero()
+        await self._set_status("paused")
+
+    async def resume(self) -> None:
+        self.gate.open()
+        await self._set_status("executing")
+
+    # -- the run --------------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Migrate every table. Raises the failure's cause (a MigratorError) after recording it."""
+        spec = self.spec
+        source = open_source(self.endpoints.source, timeout=spec.timeout, csv=spec.csv)
+        sink = open_sink(self.endpoints.target, timeout=spec.timeout, csv=spec.csv,
+                         parallel=spec.parallel_batches, replace=spec.mode == "replace")
+        try:
+            await source.check()
+            await sink.check()
+            tables = list(spec.tables) if spec.tables else await source.list_tables()
+            if not tables:
+                raise InvalidInput(f"the source {self.endpoints.source.masked} has no tables")
+            schemas = [await source.describe(t) for t in tables]
+            done = {t.table for t in await self.store.tables(self.id) if t.status == TableStatus.COMPLETED}
+            for schema in schemas:
+                total = await source.count(schema.name)
+                self.tables[schema.name] = TableProgress(
+                    schema.name, spec.target_name(schema.name), total,
+                    status=TableStatus.COMPLETED if schema.name in done else TableStatus.PENDING)
+                if schema.name not in done:
+                    await self.store.save_table(self.id, schema.name, spec.target_name(schema.name), "pending", total)
+            await self._set_status("executing", started=True)
+            await self._log("INFO", f"Migration started: {len(tables)} table(s), "
+                                    f"{sum(p.total or 0 for p in self.tables.values())} records")
+            for schema in schemas:
+                if schema.name in done:
+                    progress = self.tables[schema.name]
+                    stored = await self.store.load_checkpoint(self.id, schema.name)
+                    if stored:
+                        progress.written, progress.failed = stored.rows_written, stored.rows_failed
+                    continue
+                await self._run_table(source, sink, schema)
+        except asyncio.CancelledError:
+            for p in self.tables.values():
+                if p.status is TableStatus.RUNNING:
+                    p.status = TableStatus.CANCELLED
+            await asyncio.shield(self._finish_status("cancelled", None))
+            raise
+        except BaseException as exc:
+            cause = first_cause(exc)
+            message = cause.message if isinstance(cause, MigratorError) else f"{type(cause).__name__}: {cause}"
+            await self._log("ERROR", f"Migration failed: {message}", error=message)
+            await self._finish_status("failed", message)
+            if isinstance(cause, MigratorError):
+                raise cause from None
+            raise PipelineError(message) from cause
+        finally:
+            await asyncio.shield(self._close(source, sink))
+        failed = sum(p.failed for p in self.tables.values())
+        await self._log("INFO", f"Migration completed: {sum(p.written for p in self.tables.values())} records "
+                                f"migrated, {failed} failed")
+        await self._finish_status("completed", None)
+
+    async def _finish_status(self, status: str, error: str | None) -> None:
+        await self._set_status(status, error=error, ended=True)
+
+    @staticmethod
+    async def _close(source: Source, sink: Sink) -> None:
+        for closer in (source.close, sink.close):
+            try:
+                await closer()
+            except Exception:  # closing must not hide the run's own outcome
+                log.warning("closing a connection failed", exc_info=True)
+
+    async def _run_table(self, source: Source, sink: Sink, schema: TableSchema) -> None:
+        spec = self.spec
+        progress = self.tables[schema.name]
+        target = spec.target_name(schema.name)
+        writer = await sink.open_table(schema, target, self.id)
+        if schema.native_kind == "csv" and not writer.created:
+            # Text has no types of its own: parse it straight into the existing table's types
+            # (except columns whose type the spec sets explicitly).
+            pinned = spec.csv.types.get(schema.name, {})
+            schema = schema.with_types({c: writer.schema.column(c).type for c in schema.column_names
+                                        if c not in pinned})
+        try:
+            stored = await self.store.load_checkpoint(self.id, schema.name)
+            start = await writer.reconcile(stored)
+            if start is not None:
+                progress.written, progress.failed, progress.batches = start.rows_written, start.rows_failed, start.batches
+            progress.status = TableStatus.RUNNING
+            await self.store.save_table(self.id, schema.name, target, "running", progress.total)
+            native = _native_format(source, writer, schema, spec)
+            resumed = start.rows_written + start.rows_failed if start else 0
+            self._emit(TableStarted(self.id, progress, resumed))
+            await self._log("INFO", f"Table {schema.name} -> {target}: "
+                                    + (f"resuming after {resumed} records" if start else "started")
+                                    + (f" ({native} pass-through)" if native else ""), table=schema.name)
+            stage = _with_policy(ConformStage(schema, writer.schema), spec)
+
+            async def on_commit(batch: Batch, checkpoint: Checkpoint) -> None:
+                await self.store.save_checkpoint(self.id, schema.name, checkpoint, batch.rejects)
+                await self._log("INFO", f"Batch {checkpoint.batches}: {batch.rows} records migrated",
+                                table=schema.name, batch=checkpoint.batches)
+                for r in batch.rejects[:MAX_REJECT_LOGS_PER_BATCH]:
+                    await self._log("ERROR", r.message, table=schema.name, batch=checkpoint.batches,
+                                    record_id=r.key or (str(r.row) if r.row is not None else None), value=r.value,
+                                    error=f"{r.rule}: {r.message}")
+                self._emit(BatchCommitted(self.id, progress, checkpoint.batches, batch.rows, tuple(batch.rejects)))
+
+            await run_table(
+                batches=source.read(schema, after=start.position if start else None, start_row=resumed + 1,
+                                    batch_size=spec.batch_size, native=native),
+                stage=stage, writer=writer, progress=progress, start=start, gate=self.gate,
+                in_flight=self.in_flight, on_commit=on_commit,
+                config=PipelineConfig(parallel=spec.parallel_batches, channel_capacity=max(2, spec.parallel_batches)),
+            )
+            await writer.finish()
+        except BaseException:
+            if progress.status is TableStatus.RUNNING:
+                progress.status = TableStatus.FAILED
+            await asyncio.shield(self.store.save_table(self.id, schema.name, target, progress.status.value,
+                                                       progress.total))
+            raise
+        finally:
+            await asyncio.shield(writer.close())
+        progress.status = TableStatus.COMPLETED
+        await self.store.save_table(self.id, schema.name, target, "completed", progress.total)
+        await self._log("INFO", f"Table {schema.name}: {progress.written} records migrated, {progress.failed} failed",
+                        table=schema.name)
+        self._emit(TableFinished(self.id, progress))
+
+
+def _native_format(source: Source, writer: TableWriter, schema: TableSchema, spec: MigrationSpec) -> NativeFormat | None:
+    """The pass-through format, when source and target share one and no row rule applies."""
+    if spec.rules.get(schema.name) or spec.transforms.get(schema.name) or spec.dedupe.get(schema.name):
+        return None
+    shared = source.native_formats(schema) & writer.native_formats(schema)
+    for fmt in (NativeFormat.PG_BINARY, NativeFormat.CSV):
+        if fmt in shared:
+            return fmt
+    return None
+
+
+def _with_policy(stage: ConformStage, spec: MigrationSpec):  # type: ignore[no-untyped-def]
+    """Apply `onError`: reject (rows to rejects, go on), skip_batch (the whole batch to rejects),
+    stop (the first reject fails the run)."""
+    if spec.on_error == "reject":
+        return stage
+
+    async def apply(batch: Batch) -> Batch:
+        out = await stage(batch)
+        if not out.rejects:
+            return out
+        first = out.rejects[0]
+        if spec.on_error == "stop":
+            raise InvalidInput(f"row {first.row} of {first.table} was rejected ({first.message}) and onError is stop")
+        skipped = [Reject(batch.table, batch.first_row + i, None, None, None, "skip_batch",
+                          f"batch skipped: {first.message}") for i in range(out.rows)]
+        import pyarrow as pa
+
+        assert isinstance(out.data, pa.RecordBatch)
+        return replace(out, data=out.data.slice(0, 0), rejects=[*out.rejects, *skipped])
+
+    return apply

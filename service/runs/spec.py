@@ -1,0 +1,153 @@
+"""The migration spec (DESIGN.md §5), from a plan body, a YAML/JSON file or CLI flags."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import orjson
+import yaml
+
+from service.connectors.csv.dialect import CsvOptions
+from service.core.errors import InvalidSpec
+
+Mode = Literal["insert", "upsert", "replace"]
+OnError = Literal["reject", "skip_batch", "stop"]
+MODES = ("insert", "upsert", "replace")
+ON_ERROR = ("reject", "skip_batch", "stop")
+KNOWN = {
+    "source", "target", "tables", "batchSize", "parallelBatches", "validation", "retryFailed", "timeout",
+    "mode", "onError", "rules", "transforms", "dedupe", "csv", "targetTables", "name",
+}
+# Keys that decide what a run does: two runs with equal values are the same migration (resume).
+_IDENTITY = ("source", "target", "tables", "targetTables", "mode", "rules", "transforms", "dedupe", "csv")
+
+
+@dataclass(frozen=True)
+class MigrationSpec:
+    source: str
+    target: str
+    tables: tuple[str, ...] | None = None
+    target_tables: Mapping[str, str] = field(default_factory=dict)
+    batch_size: int = 5000
+    parallel_batches: int = 3
+    validation: bool = True
+    retry_failed: bool = True
+    timeout: float = 30.0
+    mode: Mode = "insert"
+    on_error: OnError = "reject"
+    rules: Mapping[str, object] = field(default_factory=dict)
+    transforms: Mapping[str, object] = field(default_factory=dict)
+    dedupe: Mapping[str, object] = field(default_factory=dict)
+    csv: CsvOptions = field(default_factory=CsvOptions)
+    raw: Mapping[str, object] = field(default_factory=dict, compare=False)
+
+    def target_name(self, table: str) -> str:
+        return self.target_tables.get(table, table.rsplit(".", 1)[-1] if "." in table else table)
+
+    def fingerprint(self) -> str:
+        """Same value for the same migration asked again (so a re-run resumes it)."""
+        ident = {k: self.raw.get(k) for k in _IDENTITY}
+        return hashlib.sha256(orjson.dumps(ident, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
+
+    @classmethod
+    def from_file(cls, path: Path, overrides: Mapping[str, object] | None = None) -> MigrationSpec:
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise InvalidSpec([f"cannot read spec file {path}: {exc.strerror}"]) from None
+        try:
+            data = yaml.safe_load(text) if path.suffix.lower() in (".yaml", ".yml") else orjson.loads(text)
+        except (yaml.YAMLError, orjson.JSONDecodeError) as exc:
+            raise InvalidSpec([f"spec file {path} is not valid {'YAML' if path.suffix != '.json' else 'JSON'}: {exc}"])
+        if not isinstance(data, dict):
+            raise InvalidSpec([f"spec file {path} must hold a mapping of options"])
+        return cls.from_dict({**data, **(overrides or {})})
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, object]) -> MigrationSpec:
+        """Validate every option and report every problem at once."""
+        problems: list[str] = [f"unknown option {k!r}" for k in d if k not in KNOWN]
+        for k in ("source", "target"):
+            if not isinstance(d.get(k), str) or not str(d.get(k)).strip():
+                problems.append(f"{k} is required (a URL such as postgresql://… or csv:///dir)")
+        tables = d.get("tables")
+        if tables is not None and (
+            not isinstance(tables, list) or not tables or not all(isinstance(t, str) and t for t in tables)
+        ):
+            problems.append("tables must be a non-empty list of table names")
+        elif isinstance(tables, list) and len(set(tables)) != len(tables):
+            problems.append("tables lists a table more than once")
+
+        def integer(key: str, default: int, lo: int, hi: int) -> int:
+            v = d.get(key, default)
+            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+                problems.append(f"{key} must be a whole number from {lo} to {hi}, not {v!r}")
+                return default
+            return v
+
+        def boolean(key: str, default: bool) -> bool:
+            v = d.get(key, default)
+            if not isinstance(v, bool):
+                problems.append(f"{key} must be true or false, not {v!r}")
+                return default
+            return v
+
+        def choice(key: str, default: str, allowed: tuple[str, ...]) -> str:
+            v = d.get(key, default)
+            if v not in allowed:
+                problems.append(f"{key} must be one of {', '.join(allowed)}, not {v!r}")
+                return default
+            return str(v)
+
+        def mapping(key: str) -> Mapping[str, object]:
+            v = d.get(key, {})
+            if v is None:
+                return {}
+            if not isinstance(v, Mapping):
+                problems.append(f"{key} must be a mapping of table -> settings")
+                return {}
+            return v
+
+        batch_size = integer("batchSize", 5000, 1, 1_000_000)
+        parallel = integer("parallelBatches", 3, 1, 32)
+        timeout = d.get("timeout", 30)
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+            problems.append(f"timeout must be a positive number of seconds, not {timeout!r}")
+            timeout = 30
+        target_tables = mapping("targetTables")
+        if not all(isinstance(v, str) and v for v in target_tables.values()):
+            problems.append("targetTables must map source table -> target table name")
+        csv_opts = CsvOptions()
+        raw_csv = d.get("csv")
+        if raw_csv is not None and not isinstance(raw_csv, Mapping):
+            problems.append("csv must be a mapping of CSV options")
+        else:
+            try:
+                csv_opts = CsvOptions.from_spec(raw_csv)
+            except InvalidSpec as exc:
+                problems.extend(exc.problems)
+        spec = cls(
+            source=str(d.get("source", "")).strip(),
+            target=str(d.get("target", "")).strip(),
+            tables=tuple(tables) if isinstance(tables, list) else None,
+            target_tables={str(k): str(v) for k, v in target_tables.items()},
+            batch_size=batch_size,
+            parallel_batches=parallel,
+            validation=boolean("validation", True),
+            retry_failed=boolean("retryFailed", True),
+            timeout=float(timeout),
+            mode=choice("mode", "insert", MODES),  # type: ignore[arg-type]
+            on_error=choice("onError", "reject", ON_ERROR),  # type: ignore[arg-type]
+            rules=mapping("rules"),
+            transforms=mapping("transforms"),
+            dedupe=mapping("dedupe"),
+            csv=csv_opts,
+            raw=dict(d),
+        )
+        if problems:
+            raise InvalidSpec(problems)
+        return spec

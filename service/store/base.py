@@ -1,0 +1,70 @@
+"""The StateStore role and the records it keeps."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from service.core.batch import Checkpoint, Reject
+
+
+@dataclass(frozen=True)
+class MigrationRecord:
+    """One migration. `spec` holds the URLs as the user wrote them (`${VAR}` unexpanded)."""
+
+    id: str
+    fingerprint: str
+    spec: dict[str, object]
+    source: str  # masked
+    target: str  # masked
+    status: str
+    created_at: str
+    started_at: str | None = None
+    ended_at: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class TableState:
+    migration_id: str
+    table: str
+    target: str
+    status: str
+    total: int | None
+    checkpoint: Checkpoint | None
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    timestamp: str
+    level: str
+    message: str
+    table: str | None = None
+    batch: int | None = None
+    record_id: str | None = None
+    value: str | None = None
+    error: str | None = None
+    id: int | None = None
+
+
+UNFINISHED = ("initialized", "planned", "executing", "pausing", "paused", "interrupted", "failed", "cancelled")
+
+
+class StateStore(Protocol):
+    async def create_migration(self, record: MigrationRecord) -> None: ...
+    async def get_migration(self, migration_id: str) -> MigrationRecord | None: ...
+    async def find_unfinished(self, fingerprint: str) -> MigrationRecord | None: ...
+    async def list_migrations(self, limit: int = 100) -> list[MigrationRecord]: ...
+    async def set_status(self, migration_id: str, status: str, *, error: str | None = None,
+                         started: bool = False, ended: bool = False) -> None: ...
+    async def mark_interrupted(self) -> int: ...
+    async def save_table(self, migration_id: str, table: str, target: str, status: str, total: int | None) -> None: ...
+    async def tables(self, migration_id: str) -> list[TableState]: ...
+    async def save_checkpoint(self, migration_id: str, table: str, checkpoint: Checkpoint,
+                              rejects: list[Reject]) -> None: ...
+    async def load_checkpoint(self, migration_id: str, table: str) -> Checkpoint | None: ...
+    async def add_log(self, migration_id: str, entry: LogEntry) -> None: ...
+    async def logs(self, migration_id: str, *, level: str | None = None, table: str | None = None,
+                   limit: int = 1000, after: int | None = None) -> list[LogEntry]: ...
+    async def rejects(self, migration_id: str, *, table: str | None = None, limit: int = 10_000) -> list[Reject]: ...
+    async def close(self) -> None: ...
