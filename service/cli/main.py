@@ -20,7 +20,6 @@ from pathlib import Path
 
 from rich.console import Console
 
-from service.cli.progress import ProgressView, summary_table
 from service.core.errors import InvalidInput, MigratorError
 from service.core.settings import Settings, load_settings
 from service.runs.migration import Migration, create_or_resume, resolve
@@ -42,6 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--on-error", choices=["reject", "skip_batch", "stop"], dest="onError")
     run.add_argument("--timeout", type=float)
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+    demo = sub.add_parser("demo", help="write demo CSV data (users, products, orders) into the data folder")
+    demo.add_argument("--folder", type=Path, help="where to write (default: $MIGRATOR_DATA_DIR/demo)")
     serve = sub.add_parser("serve", help="start the HTTP service (default)")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
@@ -66,6 +67,8 @@ async def _run(args: argparse.Namespace, settings: Settings, console: Console) -
     endpoints = resolve(spec, settings.data_dir)
     store = await open_state_store(settings.state_url).open()
     try:
+        from service.cli.progress import ProgressView, summary_table  # rich's progress is slow to import
+
         record, resumed = await create_or_resume(store, spec, endpoints)
         view = ProgressView(console)
         migration = Migration(record, spec, endpoints, store, listeners=[] if args.quiet else [view])
@@ -102,6 +105,13 @@ def main(argv: list[str] | None = None) -> int:
                 err.print("error: give a spec file, or both --source and --target")
                 return 2
             return asyncio.run(_run(args, settings, console))
+        if args.command == "demo":
+            from service.cli.demo import write_demo
+
+            folder = args.folder or settings.data_dir / "demo"
+            counts = write_demo(folder)
+            console.print(f"demo data in {folder}: " + ", ".join(f"{t} {n:,} rows" for t, n in counts.items()))
+            return 0
         from service.api.app import serve
 
         return serve(settings, host=getattr(args, "host", None), port=getattr(args, "port", None))

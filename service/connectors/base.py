@@ -29,8 +29,8 @@ class Source(Protocol):
         """Columns, types and key of `table`; raises UnknownTable when it does not exist."""
         ...
 
-    async def count(self, table: str) -> int:
-        """Exact number of rows."""
+    async def count(self, table: str, *, exact: bool = True) -> int:
+        """Number of rows; `exact=False` allows a cheap estimate (e.g. a large CSV file)."""
         ...
 
     def native_formats(self, schema: TableSchema) -> frozenset[NativeFormat]:

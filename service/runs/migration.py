@@ -124,7 +124,7 @@ class Migration:
             schemas = [await source.describe(t) for t in tables]
             done = {t.table for t in await self.store.tables(self.id) if t.status == TableStatus.COMPLETED}
             for schema in schemas:
-                total = await source.count(schema.name)
+                total = await source.count(schema.name, exact=False)
                 self.tables[schema.name] = TableProgress(
                     schema.name, spec.target_name(schema.name), total,
                     status=TableStatus.COMPLETED if schema.name in done else TableStatus.PENDING)
@@ -214,7 +214,7 @@ class Migration:
                                     batch_size=spec.batch_size, native=native),
                 stage=stage, writer=writer, progress=progress, start=start, gate=self.gate,
                 in_flight=self.in_flight, on_commit=on_commit,
-                config=PipelineConfig(parallel=spec.parallel_batches, channel_capacity=max(2, spec.parallel_batches)),
+                config=PipelineConfig(parallel=spec.parallel_batches, channel_capacity=spec.parallel_batches),
             )
             await writer.finish()
         except BaseException:
@@ -226,6 +226,7 @@ class Migration:
         finally:
             await asyncio.shield(writer.close())
         progress.status = TableStatus.COMPLETED
+        progress.total = progress.done  # an estimated total becomes the exact one
         await self.store.save_table(self.id, schema.name, target, "completed", progress.total)
         await self._log("INFO", f"Table {schema.name}: {progress.written} records migrated, {progress.failed} failed",
                         table=schema.name)

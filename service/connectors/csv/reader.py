@@ -25,7 +25,7 @@ from service.connectors.csv.dialect import CsvOptions
 from service.core.batch import Reject
 from service.core.errors import EndpointError, UnknownTable
 
-CHUNK = 8 << 20
+CHUNK = 4 << 20
 _BOM = codecs.BOM_UTF8
 
 
@@ -110,34 +110,38 @@ class CsvFile:
     def data_start(self) -> int:
         return self._data_start
 
-    async def blocks(self, start: int | None, rows: int) -> AsyncIterator[Block]:
-        """Blocks of at most `rows` rows from byte offset `start` (None: the first data row)."""
+    def last_row_end(self, buf: bytes) -> int:
+        """Offset just past the last complete row in `buf` (which starts at a row boundary), or 0."""
+        quote = self.options.quote.encode() if self.options.quote else None
+        pos = buf.rfind(b"\n")
+        while pos >= 0:
+            if quote is None or buf.count(quote, 0, pos) % 2 == 0:
+                return pos + 1
+            pos = buf.rfind(b"\n", 0, pos)
+        return 0
+
+    async def blocks(self, start: int | None) -> AsyncIterator[Block]:
+        """Runs of whole rows of about CHUNK bytes from byte offset `start` (None: the first data
+        row). Block boundaries depend only on `start`, so a resumed read sees the same rows."""
         pos = self._data_start if start is None else start
         buf = b""
         async with aiofiles.open(self.path, "rb") as f:
             await f.seek(pos)
-            eof = False
             while True:
-                if not eof:
-                    chunk = await f.read(CHUNK)
-                    eof = not chunk
-                    buf += chunk
-                ends = await asyncio.to_thread(row_ends, buf, self.options.quote) if buf else np.empty(0, np.int64)
-                cut = 0
-                # Whole blocks of `rows` rows; at EOF the rest, including a last row without a newline.
-                for i in range(rows - 1, ends.size, rows):
-                    end = int(ends[i])
-                    yield Block(pos, pos + end - cut, buf[cut:end])
-                    pos += end - cut
-                    cut = end
-                taken = (ends.size // rows) * rows
-                if eof:
-                    if cut < len(buf):
-                        yield Block(pos, pos + len(buf) - cut, buf[cut:])
+                chunk = await f.read(CHUNK)
+                buf += chunk
+                if not chunk:  # EOF: the rest, including a last row without a newline
+                    if buf.strip():
+                        yield Block(pos, pos + len(buf), buf)
                     return
-                if taken == 0 and ends.size == 0 and len(buf) > 256 << 20:
-                    raise EndpointError(f"CSV file {self.path}: a row longer than 256 MiB at byte {pos}")
-                buf = buf[cut:]
+                end = self.last_row_end(buf)
+                if end == 0:
+                    if len(buf) > 256 << 20:
+                        raise EndpointError(f"CSV file {self.path}: a row longer than 256 MiB at byte {pos}")
+                    continue
+                yield Block(pos, pos + end, buf[:end])
+                pos += end
+                buf = buf[end:]
 
     def parse(self, block: bytes, types: dict[str, pa.DataType] | None, first_row: int) -> tuple[pa.Table, list[Reject]]:
         """Parse `block` into columns of `types` (None: infer). Ragged rows become rejects.
@@ -159,7 +163,7 @@ class CsvFile:
         o = self.options
         table = pacsv.read_csv(
             io.BytesIO(data),
-            read_options=pacsv.ReadOptions(column_names=self.names, use_threads=False, block_size=max(1 << 20, len(data) + 1)),
+            read_options=pacsv.ReadOptions(column_names=self.names, use_threads=True, block_size=max(1 << 20, len(data) + 1)),
             parse_options=pacsv.ParseOptions(
                 delimiter=o.delimiter,
                 quote_char=o.quote if o.quote else False,

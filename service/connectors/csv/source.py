@@ -49,8 +49,10 @@ class CsvSource:
         if unknown:
             raise UnknownTable(f"csv.types.{table} names column(s) {', '.join(unknown)} not in {f.path.name}")
         inferred: dict[str, pa.DataType] = {}
-        async for block in f.blocks(None, self.options.sample_rows):
-            sample, _ = await asyncio.to_thread(f.parse, block.data, None, 1)
+        async for block in f.blocks(None):
+            head = _head(block.data, self.options.sample_rows)
+            head = head[: f.last_row_end(head)] or block.data
+            sample, _ = await asyncio.to_thread(f.parse, head, None, 1)
             inferred = {name: _normalise(sample.schema.field(name).type) for name in f.names}
             break
         cols = tuple(
@@ -58,9 +60,18 @@ class CsvSource:
         )
         return TableSchema(name=table, columns=cols, key=(), native_kind=self.kind)
 
-    async def count(self, table: str) -> int:
+    async def count(self, table: str, *, exact: bool = True) -> int:
+        """Rows in the file; with `exact=False` an estimate from the first block's row size."""
         f = self._file(table)
         await f.open()
+        if not exact:
+            size = f.path.stat().st_size - f.data_start
+            async for block in f.blocks(None):
+                sample, _ = await asyncio.to_thread(f.parse, block.data, dict.fromkeys(f.names, pa.string()), 1)
+                if block.end - block.start >= size or not sample.num_rows:
+                    return sample.num_rows
+                return round(size * sample.num_rows / (block.end - block.start))
+            return 0
         n, tail = 0, b""
         async with aiofiles.open(f.path, "rb") as fh:
             await fh.seek(f.data_start)
@@ -88,22 +99,37 @@ class CsvSource:
         if f.names != schema.column_names:
             raise EndpointError(f"the columns of {f.path.name} changed since the plan was made")
         types = {c.name: c.type for c in schema.columns}
-        start = after if isinstance(after, int) else None
+        # Position: [byte offset of a block, rows of it already taken].
+        block_at, skip = (int(after[0]), int(after[1])) if isinstance(after, list) and len(after) == 2 else (None, 0)
         seq, row = 0, start_row
-        async for block in f.blocks(start, batch_size):
+        async for block in f.blocks(block_at):
             try:
                 table, rejects = await asyncio.to_thread(f.parse, block.data, types, row)
             except pa.ArrowInvalid:
-                # A value that does not fit its column's type: hand the batch on as text, so
-                # the stage's cast turns exactly the offending rows into rejects.
+                # A value that does not fit its column's type: hand the rows on as text, so the
+                # stage's cast turns exactly the offending rows into rejects.
                 table, rejects = await asyncio.to_thread(f.parse, block.data, dict.fromkeys(types, pa.string()), row)
-            data = table.combine_chunks().to_batches()
-            batch = data[0] if data else pa.RecordBatch.from_pylist([], schema=table.schema)
-            rows = batch.num_rows + len(rejects)
-            yield Batch(seq=seq, table=schema.name, after=block.start, upto=block.end, first_row=row,
-                        data=batch, rows_read=rows, rejects=rejects)
-            seq += 1
-            row += rows
+            batches = [b for b in table.to_batches(max_chunksize=batch_size) if b.num_rows]
+            taken = 0
+            for i, data in enumerate(batches):
+                taken += data.num_rows
+                if taken <= skip:
+                    continue
+                if taken - data.num_rows < skip:
+                    data = data.slice(skip - (taken - data.num_rows))
+                last = i == len(batches) - 1
+                mine = rejects if last else []  # ragged rows of the block travel with its last batch
+                upto: Position = [block.end, 0] if last else [block.start, taken]
+                yield Batch(seq=seq, table=schema.name, after=after, upto=upto, first_row=row, data=data,
+                            rows_read=data.num_rows + len(mine), rejects=mine)
+                seq, row, after = seq + 1, row + data.num_rows + len(mine), upto
+            if not batches and rejects and skip == 0:
+                upto = [block.end, 0]
+                yield Batch(seq=seq, table=schema.name, after=after, upto=upto, first_row=row,
+                            data=pa.RecordBatch.from_pylist([], schema=schema.arrow_schema()),
+                            rows_read=len(rejects), rejects=rejects)
+                seq, row, after = seq + 1, row + len(rejects), upto
+            skip = 0
 
     async def close(self) -> None:
         return None
@@ -116,3 +142,14 @@ def _normalise(t: pa.DataType) -> pa.DataType:
     if pa.types.is_null(t):
         return pa.string()
     return t
+
+
+def _head(block: bytes, rows: int) -> bytes:
+    """About the first `rows` lines of `block` (a type-inference sample)."""
+    end = 0
+    for _ in range(rows):
+        nxt = block.find(b"\n", end)
+        if nxt < 0:
+            return block
+        end = nxt + 1
+    return block[:end]

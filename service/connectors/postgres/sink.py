@@ -123,14 +123,12 @@ class PostgresTableWriter:
         self._binary = all(
             binary_encodable(self.schema.column(c).native_type or "text", arrow.field(c).type) for c in self._columns
         )
-        self._header = b""
-        self._encoder: pgpq.ArrowToPostgresBinaryEncoder | None = None
-        if self._binary:
-            encoders = {
-                f.name: _encoder_for(f, self.schema.column(f.name).native_type or "text") for f in arrow
-            }
-            self._encoder = pgpq.ArrowToPostgresBinaryEncoder.new_with_encoders(arrow, encoders)
-            self._header = self._encoder.write_header()
+        self._header = self._new_encoder().write_header() if self._binary else b""
+
+    def _new_encoder(self) -> pgpq.ArrowToPostgresBinaryEncoder:
+        """An encoder of its own for each batch: encoders keep state and writers run in threads."""
+        encoders = {f.name: _encoder_for(f, self.schema.column(f.name).native_type or "text") for f in self._arrow}
+        return pgpq.ArrowToPostgresBinaryEncoder.new_with_encoders(self._arrow, encoders)
 
     def native_formats(self, source: TableSchema) -> frozenset[NativeFormat]:
         same = source.native_kind == "postgresql" and [
@@ -145,19 +143,19 @@ class PostgresTableWriter:
         checkpoint, _ = ledger.decode(row)
         return checkpoint
 
-    async def _payload(self, batch: Batch) -> tuple[bytes, str]:
+    async def _payload(self, batch: Batch) -> tuple[list[bytes], str]:
         if isinstance(batch.data, NativePayload):
             if batch.data.format is not NativeFormat.PG_BINARY:
                 raise EndpointError(f"PostgreSQL sink cannot take a {batch.data.format} payload")
-            return batch.data.data, "binary"
+            return [batch.data.data], "binary"
         data = batch.data
-        if self._encoder is not None:
-            encoder = self._encoder
-            return await asyncio.to_thread(lambda: self._header + encoder.write_batch(data) + b"\xff\xff"), "binary"
-        return await asyncio.to_thread(_csv_payload, data), "csv"
+        if self._binary:
+            body = await asyncio.to_thread(_encode, self._new_encoder(), data)
+            return [self._header, body, b"\xff\xff"], "binary"
+        return [await asyncio.to_thread(_csv_payload, data)], "csv"
 
     async def write(self, batch: Batch, turn: CommitTurn) -> Checkpoint:
-        payload, fmt = await self._payload(batch) if batch.rows else (b"", "binary")
+        payload, fmt = await self._payload(batch) if batch.rows else ([], "binary")
         async with self._pool.acquire() as conn:
             try:
                 async with conn.transaction():
@@ -195,8 +193,14 @@ class PostgresTableWriter:
         await self._pool.close()
 
 
-async def _once(payload: bytes) -> AsyncIterator[bytes]:
-    yield payload
+def _encode(encoder: pgpq.ArrowToPostgresBinaryEncoder, batch: pa.RecordBatch) -> bytes:
+    encoder.write_header()  # the encoder insists; every batch reuses the writer's header bytes
+    return encoder.write_batch(batch)
+
+
+async def _once(pieces: list[bytes]) -> AsyncIterator[bytes]:
+    for piece in pieces:
+        yield piece
 
 
 def _encoder_for(field: pa.Field, pg_type: str) -> object:

@@ -10,6 +10,7 @@ are read by ranges of heap pages (`ctid`), exact as long as the table is not bei
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -66,7 +67,7 @@ class PostgresSource:
             notes=notes,
         )
 
-    async def count(self, table: str) -> int:
+    async def count(self, table: str, *, exact: bool = True) -> int:
         conn = await self._connection()
         n: int = await conn.fetchval(f"SELECT count(*) FROM {pgc.qualified(table)}")
         return n
@@ -83,34 +84,49 @@ class PostgresSource:
         batch_size: int,
         native: NativeFormat | None,
     ) -> AsyncIterator[Batch]:
-        conn = await self._connection()
+        # One connection finds the ranges; READERS others COPY them, a range or two ahead of the
+        # consumer, so the server works while we hand the previous batch on. Batches leave in order.
+        probe = await self._connection()
+        readers = [await pgc.connect(self.url, self._timeout) for _ in range(READERS)]
         ranges = _KeyRanges(schema) if schema.key else _PageRanges(schema, batch_size)
-        seq, row = 0, start_row
-        while True:
-            step = await ranges.next(conn, after, batch_size)
-            if step is None:
-                return
-            where, args, upto, count = step
-            select = f"SELECT {', '.join(pgc.quote_ident(c) for c in schema.column_names)} FROM {pgc.qualified(schema.name)} WHERE {where}"
-            chunks: list[bytes] = []
-
-            async def collect(data: bytes) -> None:
-                chunks.append(data)
-
-            fmt = "binary" if native is NativeFormat.PG_BINARY else "csv"
-            await conn.copy_from_query(select, *args, output=collect, format=fmt, timeout=None)
-            payload = b"".join(chunks)
-            if native is not None and count is not None:
-                data: pa.RecordBatch | NativePayload = NativePayload(native, payload)
-                rows = count
-            else:
-                data = await asyncio.to_thread(parse_copy_csv, payload, schema)
-                rows = data.num_rows
-            if rows:
-                yield Batch(seq=seq, table=schema.name, after=after, upto=upto, first_row=row, data=data, rows_read=rows)
-                seq += 1
-                row += rows
-            after = upto
+        select = (f"SELECT {', '.join(pgc.quote_ident(c) for c in schema.column_names)} "
+                  f"FROM {pgc.qualified(schema.name)} WHERE ")
+        fmt = "binary" if native is NativeFormat.PG_BINARY else "csv"
+        ahead: deque[tuple[Step, asyncio.Task[bytes]]] = deque()
+        seq, row, planned, exhausted, position = 0, start_row, 0, False, after
+        try:
+            while True:
+                while not exhausted and len(ahead) < READERS:
+                    step = await ranges.next(probe, position, batch_size)
+                    if step is None:
+                        exhausted = True
+                        break
+                    position = step[2]
+                    conn = readers[planned % READERS]  # the range READERS before has been taken
+                    ahead.append((step, asyncio.ensure_future(_copy(conn, select + step[0], step[1], fmt))))
+                    planned += 1
+                if not ahead:
+                    return
+                (where, _, upto, count), task = ahead.popleft()
+                payload = await task
+                if native is not None and count is not None:
+                    data: pa.RecordBatch | NativePayload = NativePayload(native, payload)
+                    rows = count
+                else:
+                    data = await asyncio.to_thread(parse_copy_csv, payload, schema)
+                    rows = data.num_rows
+                if rows:
+                    yield Batch(seq=seq, table=schema.name, after=after, upto=upto, first_row=row, data=data,
+                                rows_read=rows)
+                    seq += 1
+                    row += rows
+                after = upto
+        finally:
+            for _, task in ahead:
+                task.cancel()
+            await asyncio.gather(*(t for _, t in ahead), return_exceptions=True)
+            for conn in readers:
+                conn.terminate()
 
     async def close(self) -> None:
         if self._conn is not None:
@@ -119,6 +135,17 @@ class PostgresSource:
 
 
 Step = tuple[str, list[object], Position, int | None]
+READERS = 2
+
+
+async def _copy(conn: asyncpg.Connection, query: str, args: list[object], fmt: str) -> bytes:
+    chunks: list[bytes] = []
+
+    async def collect(data: bytes) -> None:
+        chunks.append(data)
+
+    await conn.copy_from_query(query, *args, output=collect, format=fmt, timeout=None)
+    return b"".join(chunks)
 
 
 class _KeyRanges:

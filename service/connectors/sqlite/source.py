@@ -55,7 +55,7 @@ class SqliteSource:
                                str(r[2] or "")) for r in cols)
         return TableSchema(name=table, columns=columns, key=tuple(pk), native_kind=self.kind)
 
-    async def count(self, table: str) -> int:
+    async def count(self, table: str, *, exact: bool = True) -> int:
         n = await self.db.run(lambda c: c.execute(f"SELECT count(*) FROM {quote_ident(table)}").fetchone())
         return int(n[0])
 
