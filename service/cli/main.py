@@ -41,6 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--on-error", choices=["reject", "skip_batch", "stop"], dest="onError")
     run.add_argument("--timeout", type=float)
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument("--verbose", "-v", action="store_true", help="log what the run does to stderr")
     demo = sub.add_parser("demo", help="write demo CSV data (users, products, orders) into the data folder")
     demo.add_argument("--folder", type=Path, help="where to write (default: $MIGRATOR_DATA_DIR/demo)")
     serve = sub.add_parser("serve", help="start the HTTP service (default)")
@@ -73,7 +74,7 @@ async def _run(args: argparse.Namespace, settings: Settings, console: Console) -
         view = ProgressView(console)
         migration = Migration(record, spec, endpoints, store, listeners=[] if args.quiet else [view])
         console.print(f"{'Resuming' if resumed else 'Starting'} migration {record.id}: "
-                      f"{endpoints.source.masked} → {endpoints.target.masked}")
+                      f"{endpoints.source.masked} → {endpoints.target.masked}", soft_wrap=True)
         started = time.monotonic()
         task = asyncio.current_task()
         loop = asyncio.get_running_loop()
@@ -96,13 +97,15 @@ async def _run(args: argparse.Namespace, settings: Settings, console: Console) -
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     console = Console(stderr=False)
-    err = Console(stderr=True)
     try:
         settings = load_settings()
-        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        # The run's outcome is printed once, as one line; -v shows the log as it happens.
+        verbose = getattr(args, "verbose", False)
+        logging.basicConfig(level=logging.INFO if verbose else logging.CRITICAL,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         if args.command == "run":
             if args.spec is None and not (args.source and args.target):
-                err.print("error: give a spec file, or both --source and --target")
+                print("error: give a spec file, or both --source and --target", file=sys.stderr)
                 return 2
             return asyncio.run(_run(args, settings, console))
         if args.command == "demo":
@@ -116,16 +119,16 @@ def main(argv: list[str] | None = None) -> int:
 
         return serve(settings, host=getattr(args, "host", None), port=getattr(args, "port", None))
     except KeyboardInterrupt:
-        err.print("interrupted: run the same command again to resume from the last checkpoint")
+        print("interrupted: run the same command again to resume from the last checkpoint", file=sys.stderr)
         return 130
     except asyncio.CancelledError:
-        err.print("stopped: run the same command again to resume from the last checkpoint")
+        print("stopped: run the same command again to resume from the last checkpoint", file=sys.stderr)
         return 130
     except InvalidInput as exc:
-        err.print(f"error: {exc.message}", markup=False, highlight=False)
+        print(f"error: {exc.message}", file=sys.stderr)
         return 2
     except MigratorError as exc:
-        err.print(f"error: {exc.message}", markup=False, highlight=False)
+        print(f"error: {exc.message}", file=sys.stderr)
         return 1
 
 

@@ -51,6 +51,13 @@ class EndpointUrl:
     def __repr__(self) -> str:
         return f"EndpointUrl({self.masked!r})"
 
+    def redact(self, text: str) -> str:
+        """`text` with this URL's password (and the unmasked URL) replaced by `***`."""
+        if self.secret_url in text:
+            text = text.replace(self.secret_url, self.masked)
+        password = urlsplit(self.secret_url).password if "://" in self.secret_url else None
+        return text.replace(password, "***") if password else text
+
     @property
     def single_csv_table(self) -> str | None:
         """The table name when a CSV URL names one file rather than a folder."""

@@ -12,8 +12,9 @@ task and leaves the last committed checkpoint valid.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from service.connectors.base import TableWriter
@@ -45,7 +46,7 @@ def first_cause(exc: BaseException) -> BaseException:
 
 async def run_table(
     *,
-    batches: AsyncIterator[Batch],
+    batches: AsyncGenerator[Batch, None],
     stage: Stage,
     writer: TableWriter,
     progress: TableProgress,
@@ -70,7 +71,11 @@ async def run_table(
         in_flight.add(n)
 
     async def produce() -> None:
-        it = aiter(batches)
+        # aclosing: a stopped or failed run closes the source's reader (files, cursors) at once.
+        async with contextlib.aclosing(batches) as it:
+            await _produce(it)
+
+    async def _produce(it: AsyncIterator[Batch]) -> None:
         while True:
             await gate.passage()
             flight(1)  # counted before reading, so a pause waits for this read too

@@ -130,7 +130,8 @@ class Migration:
                     status=TableStatus.COMPLETED if schema.name in done else TableStatus.PENDING)
                 if schema.name not in done:
                     await self.store.save_table(self.id, schema.name, spec.target_name(schema.name), "pending", total)
-            await self._set_status("executing", started=True)
+            # A pause asked for while connecting holds: the gate is already closed.
+            await self._set_status("executing" if self.gate.is_open else "paused", started=True)
             await self._log("INFO", f"Migration started: {len(tables)} table(s), "
                                     f"{sum(p.total or 0 for p in self.tables.values())} records")
             for schema in schemas:
@@ -150,6 +151,7 @@ class Migration:
         except BaseException as exc:
             cause = first_cause(exc)
             message = cause.message if isinstance(cause, MigratorError) else f"{type(cause).__name__}: {cause}"
+            message = self.endpoints.target.redact(self.endpoints.source.redact(message))
             await self._log("ERROR", f"Migration failed: {message}", error=message)
             await self._finish_status("failed", message)
             if isinstance(cause, MigratorError):

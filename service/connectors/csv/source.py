@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -10,8 +12,8 @@ import aiofiles
 import pyarrow as pa
 
 from service.connectors.csv.dialect import CsvOptions, table_path
-from service.connectors.csv.reader import CHUNK, CsvFile, row_ends
-from service.core.batch import Batch, NativeFormat, Position
+from service.connectors.csv.reader import CHUNK, Block, CsvFile, row_ends
+from service.core.batch import Batch, NativeFormat, Position, Reject
 from service.core.errors import EndpointError, UnknownTable
 from service.core.schema import Column, TableSchema
 from service.core.urls import EndpointUrl
@@ -102,37 +104,62 @@ class CsvSource:
         # Position: [byte offset of a block, rows of it already taken].
         block_at, skip = (int(after[0]), int(after[1])) if isinstance(after, list) and len(after) == 2 else (None, 0)
         seq, row = 0, start_row
-        async for block in f.blocks(block_at):
-            try:
-                table, rejects = await asyncio.to_thread(f.parse, block.data, types, row)
-            except pa.ArrowInvalid:
-                # A value that does not fit its column's type: hand the rows on as text, so the
-                # stage's cast turns exactly the offending rows into rejects.
-                table, rejects = await asyncio.to_thread(f.parse, block.data, dict.fromkeys(types, pa.string()), row)
-            batches = [b for b in table.to_batches(max_chunksize=batch_size) if b.num_rows]
-            taken = 0
-            for i, data in enumerate(batches):
-                taken += data.num_rows
-                if taken <= skip:
-                    continue
-                if taken - data.num_rows < skip:
-                    data = data.slice(skip - (taken - data.num_rows))
-                last = i == len(batches) - 1
-                mine = rejects if last else []  # ragged rows of the block travel with its last batch
-                upto: Position = [block.end, 0] if last else [block.start, taken]
-                yield Batch(seq=seq, table=schema.name, after=after, upto=upto, first_row=row, data=data,
-                            rows_read=data.num_rows + len(mine), rejects=mine)
-                seq, row, after = seq + 1, row + data.num_rows + len(mine), upto
-            if not batches and rejects and skip == 0:
-                upto = [block.end, 0]
-                yield Batch(seq=seq, table=schema.name, after=after, upto=upto, first_row=row,
-                            data=pa.RecordBatch.from_pylist([], schema=schema.arrow_schema()),
-                            rows_read=len(rejects), rejects=rejects)
-                seq, row, after = seq + 1, row + len(rejects), upto
-            skip = 0
+        async with contextlib.aclosing(f.blocks(block_at)) as blocks:
+            async for block in blocks:
+                table, rejects = await asyncio.to_thread(_parse_typed, f, block.data, types, row)
+                for batch in _split(schema, block, table, rejects, batch_size, skip, seq, row, after):
+                    yield batch
+                    seq, row, after = seq + 1, row + batch.rows_read, batch.upto
+                skip = 0
 
     async def close(self) -> None:
         return None
+
+
+def _split(schema: TableSchema, block: Block, table: pa.Table, rejects: list[Reject], batch_size: int, skip: int,
+           seq: int, row: int, after: Position) -> list[Batch]:
+    """The batches of one parsed block, without its first `skip` rows (taken before a resume).
+    A batch's position is [block start, rows of the block taken]; the block's last batch ends at
+    [next block start, 0]. Ragged rows of the block travel, as rejects, with its last batch."""
+    out: list[Batch] = []
+    parts = [b for b in table.to_batches(max_chunksize=batch_size) if b.num_rows]
+    if not parts:
+        parts = [pa.RecordBatch.from_pylist([], schema=schema.arrow_schema())] if rejects and not skip else []
+    taken = 0
+    for i, data in enumerate(parts):
+        taken += data.num_rows
+        if data.num_rows and taken <= skip:
+            continue
+        if taken - data.num_rows < skip:
+            data = data.slice(skip - (taken - data.num_rows))
+        last = i == len(parts) - 1
+        mine = rejects if last else []
+        upto: Position = [block.end, 0] if last else [block.start, taken]
+        out.append(Batch(seq=seq, table=schema.name, after=after, upto=upto, first_row=row, data=data,
+                         rows_read=data.num_rows + len(mine), rejects=mine))
+        seq, row, after = seq + 1, row + data.num_rows + len(mine), upto
+    return out
+
+
+_BAD_COLUMN = re.compile(r"In CSV column #(\d+)")
+
+
+def _parse_typed(f: CsvFile, block: bytes, types: dict[str, pa.DataType], row: int) -> tuple[pa.Table, list[Reject]]:
+    """Parse `block` into `types`. A column holding a value that does not fit its type is read as
+    text instead, so that the stage's cast turns exactly the offending rows into rejects."""
+    types = dict(types)
+    while True:
+        try:
+            return f.parse(block, types, row)
+        except pa.ArrowInvalid as exc:
+            m = _BAD_COLUMN.search(str(exc))
+            names = list(types)
+            if m is None or int(m.group(1)) >= len(names) or types[names[int(m.group(1))]] == pa.string():
+                if all(t == pa.string() for t in types.values()):
+                    raise
+                types = dict.fromkeys(types, pa.string())
+                continue
+            types[names[int(m.group(1))]] = pa.string()
 
 
 def _normalise(t: pa.DataType) -> pa.DataType:

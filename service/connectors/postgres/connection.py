@@ -46,10 +46,16 @@ async def connect(url: EndpointUrl, timeout: float) -> asyncpg.Connection:
         reason = "timed out" if isinstance(exc, asyncio.TimeoutError) else (exc.strerror or str(exc))
         raise TransientError(f"cannot connect to PostgreSQL at {where}: {reason}") from None
     except asyncpg.PostgresError as exc:
-        raise EndpointError(f"PostgreSQL at {where}: {exc}") from None
+        raise EndpointError(f"PostgreSQL at {where}: {server_message(exc)}") from None
     except ValueError as exc:  # malformed DSN
-        raise EndpointError(f"PostgreSQL URL {url.masked}: {exc}") from None
+        raise EndpointError(f"PostgreSQL URL {url.masked}: {url.redact(str(exc))}") from None
     return conn
+
+
+def server_message(exc: asyncpg.PostgresError) -> str:
+    """The server's one-line message (without DETAIL, which may quote row values)."""
+    message = getattr(exc, "message", None) or (exc.args[0] if exc.args else type(exc).__name__)
+    return str(message).splitlines()[0]
 
 
 def quote_ident(name: str) -> str:

@@ -123,7 +123,6 @@ class PostgresTableWriter:
         self._binary = all(
             binary_encodable(self.schema.column(c).native_type or "text", arrow.field(c).type) for c in self._columns
         )
-        self._header = self._new_encoder().write_header() if self._binary else b""
 
     def _new_encoder(self) -> pgpq.ArrowToPostgresBinaryEncoder:
         """An encoder of its own for each batch: encoders keep state and writers run in threads."""
@@ -150,8 +149,7 @@ class PostgresTableWriter:
             return [batch.data.data], "binary"
         data = batch.data
         if self._binary:
-            body = await asyncio.to_thread(_encode, self._new_encoder(), data)
-            return [self._header, body, b"\xff\xff"], "binary"
+            return await asyncio.to_thread(_encode, self._new_encoder(), data), "binary"
         return [await asyncio.to_thread(_csv_payload, data)], "csv"
 
     async def write(self, batch: Batch, turn: CommitTurn) -> Checkpoint:
@@ -172,8 +170,10 @@ class PostgresTableWriter:
                         ledger.save_sql(ledger.dollar), *ledger.save_args(checkpoint, self._migration_id, self.schema.name)
                     )
             except asyncpg.PostgresError as exc:
+                # The server's message only: its DETAIL may quote row contents, which are not logged.
                 raise EndpointError(
-                    f"PostgreSQL at {self._sink.where} refused batch {batch.seq + 1} of {self.schema.name}: {exc}"
+                    f"PostgreSQL at {self._sink.where} refused batch {batch.seq + 1} of {self.schema.name}: "
+                    f"{pgc.server_message(exc)}"
                 ) from exc
         return checkpoint
 
@@ -186,16 +186,18 @@ class PostgresTableWriter:
                 await conn.execute(f"ALTER TABLE {pgc.qualified(self.schema.name)} ADD PRIMARY KEY ({cols})")
             except asyncpg.PostgresError as exc:
                 raise EndpointError(
-                    f"adding the primary key ({cols}) to {self.schema.name} after the load failed: {exc}"
+                    f"adding the primary key ({cols}) to {self.schema.name} after the load failed: "
+                    f"{pgc.server_message(exc)}"
                 ) from exc
 
     async def close(self) -> None:
         await self._pool.close()
 
 
-def _encode(encoder: pgpq.ArrowToPostgresBinaryEncoder, batch: pa.RecordBatch) -> bytes:
-    encoder.write_header()  # the encoder insists; every batch reuses the writer's header bytes
-    return encoder.write_batch(batch)
+def _encode(encoder: pgpq.ArrowToPostgresBinaryEncoder, batch: pa.RecordBatch) -> list[bytes]:
+    """A complete binary COPY stream of `batch`. The encoder buffers: `write_batch` may return
+    only part of the rows (or none), and `finish` returns the rest with the trailer."""
+    return [encoder.write_header(), encoder.write_batch(batch), encoder.finish()]
 
 
 async def _once(pieces: list[bytes]) -> AsyncIterator[bytes]:

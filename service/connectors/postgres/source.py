@@ -165,8 +165,9 @@ class _KeyRanges:
         after_keys = list(after) if isinstance(after, list) else []
         cond = self._bound(">", 1) if after_keys else "TRUE"
         ordered = ", ".join(self.keys)
-        desc = ", ".join(f"{k} DESC" for k in self.keys)
-        texts = ", ".join(f"{k}::text" for k in self.keys)
+        # Qualified with `s.`: a bare name would order by the ::text output column (text order).
+        desc = ", ".join(f"s.{k} DESC" for k in self.keys)
+        texts = ", ".join(f"s.{k}::text AS k{i}" for i, k in enumerate(self.keys))
         probe = (
             f"SELECT count(*) OVER () AS n, {texts} FROM "
             f"(SELECT {ordered} FROM {self.table} WHERE {cond} ORDER BY {ordered} LIMIT {int(batch_size)}) s "
