@@ -52,6 +52,17 @@ def main() -> int:
     def sql(db: str, text: str) -> None:
         subprocess.run([*psql, "-d", db, "-c", text], check=True, stdout=subprocess.DEVNULL)
 
+    def value(db: str, text: str) -> str:
+        return subprocess.run([*psql, "-d", db, "-At", "-c", text], check=True, capture_output=True,
+                              text=True).stdout.strip()
+
+    content = "SELECT count(*) || ':' || sum(hashtext(u::text)) FROM users u"
+
+    def same_as_source(db: str) -> None:
+        """A fast wrong answer is no answer: every row, every value."""
+        if value(db, content) != value("src", content):
+            raise SystemExit(f"{db}.users does not hold exactly the source rows")
+
     try:
         for db in ("src", "ref_a", "ours_a", "ref_b", "ours_b"):
             sql("postgres", f"CREATE DATABASE {db}")
@@ -69,6 +80,8 @@ def main() -> int:
         ref, _ = timed([*psql, "-d", "ref_a", "-c", f"\\copy users from '{csv_in}' csv header"])
         ours, rss = timed([MIGRATOR, "run", "--quiet", "--source", f"csv:///{csv_in}", "--target",
                            cluster.dsn_for("ours_a"), "--batch-size", "50000", "--parallel", "2"], env=env)
+        same_as_source("ours_a")
+        same_as_source("ref_a")
         results.append(("CSV -> PG", ours, ref, rss, 0.8))
 
         # (b) PG -> PG
@@ -77,6 +90,7 @@ def main() -> int:
         ref, _ = timed(pipe, shell=True)
         ours, rss = timed([MIGRATOR, "run", "--quiet", "--source", cluster.dsn_for("src"), "--target",
                            cluster.dsn_for("ours_b"), "--batch-size", "50000", "--parallel", "2"], env=env)
+        same_as_source("ours_b")
         results.append(("PG -> PG", ours, ref, rss, 1.3))
 
         # (c) PG -> CSV
@@ -84,6 +98,8 @@ def main() -> int:
         ref, _ = timed([*psql, "-d", "src", "-c", f"\\copy (select * from users) to '{out_ref}' csv header"])
         ours, rss = timed([MIGRATOR, "run", "--quiet", "--source", cluster.dsn_for("src"), "--target",
                            f"csv:///{work}/out", "--batch-size", "50000"], env=env)
+        if (work / "out" / "users.csv").read_bytes() != out_ref.read_bytes():
+            raise SystemExit("the CSV written by migrator differs from psql's")
         results.append(("PG -> CSV", ours, ref, rss, 1.3))
 
         print(f"\n{ROWS:,} rows of users; same cluster, same run\n")

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Protocol
 
 from service.core.batch import Batch, Checkpoint, NativeFormat, Position
@@ -45,7 +45,7 @@ class Source(Protocol):
         start_row: int,
         batch_size: int,
         native: NativeFormat | None,
-    ) -> AsyncIterator[Batch]:
+    ) -> AsyncGenerator[Batch, None]:
         """Batches of the rows strictly after `after`, in read order, each with its `upto`;
         `start_row` is the row number the first of them gets (for reject reports).
 

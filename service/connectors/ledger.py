@@ -38,10 +38,20 @@ def ddl(text_type: str = "text", int_type: str = "bigint", bool_type: str = "boo
 
 
 def register_sql(ph: Placeholder) -> str:
-    """Record that a run writes a table (and whether it created it); keeps an existing row."""
+    """Record that a run writes a table it found existing; keeps an existing row (its checkpoint)."""
     return (
         f"INSERT INTO {TABLE} (migration_id, table_name, created) VALUES ({ph(1)}, {ph(2)}, {ph(3)})"
         " ON CONFLICT (migration_id, table_name) DO NOTHING"
+    )
+
+
+def register_created_sql(ph: Placeholder) -> str:
+    """Record that a run has just created the table: any earlier checkpoint of it is void (the
+    table was dropped since), so the table starts from the top."""
+    return (
+        f"INSERT INTO {TABLE} (migration_id, table_name, created) VALUES ({ph(1)}, {ph(2)}, TRUE)"
+        " ON CONFLICT (migration_id, table_name) DO UPDATE SET position = NULL, rows_written = 0,"
+        " rows_failed = 0, batches = 0, created = TRUE"
     )
 
 

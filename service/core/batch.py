@@ -59,7 +59,7 @@ class Batch:
     def rows(self) -> int:
         """Rows to be written (read minus rejected)."""
         if isinstance(self.data, pa.RecordBatch):
-            return self.data.num_rows
+            return int(self.data.num_rows)
         return self.rows_read - len(self.rejects)
 
 

@@ -104,7 +104,7 @@ def parse_url(
         raise InvalidUrl("URL is empty")
     url = url.strip()
     masked = mask(url)
-    scheme, sep, rest = url.partition("://")
+    scheme, sep, _ = url.partition("://")
     if not sep:
         raise InvalidUrl(f"URL {masked!r} has no scheme; expected one of postgresql://, mongodb://, csv://, sqlite://")
     kind = _SCHEMES.get(scheme.lower())

@@ -101,6 +101,7 @@ async def run_table(
         async for batch in write_ch:
 
             async def turn(batch: Batch = batch) -> Checkpoint:
+                # `committed` is read late on purpose: the cumulative counts as of our turn.
                 await sequencer.wait_turn(batch.seq)
                 return Checkpoint(
                     position=batch.upto,

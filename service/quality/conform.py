@@ -18,13 +18,28 @@ from service.core.batch import Batch, NativePayload, Reject
 from service.core.errors import InvalidInput
 from service.core.schema import TableSchema
 
+_ZONED = r"\d:\d\d(?::\d\d(?:\.\d+)?)?\s*(?:Z|[+-]\d\d(?::?\d\d)?)$"
 _CAST_ERRORS = (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError)
+
+
+def cast(array: pa.Array, to: pa.DataType) -> pa.Array:
+    """`array` as `to`. Text without a UTC offset going into a zoned timestamp is read as UTC, as
+    PostgreSQL reads it in the migrator's sessions (TimeZone=UTC)."""
+    try:
+        return pc.cast(array, to)
+    except _CAST_ERRORS:
+        if not (pa.types.is_timestamp(to) and to.tz and pa.types.is_string(array.type)):
+            raise
+        zoned = pc.match_substring_regex(array, _ZONED)
+        with_zone = pc.cast(pc.if_else(zoned, array, pa.scalar(None, array.type)), to)
+        naive = pc.cast(pc.if_else(zoned, pa.scalar(None, array.type), array), pa.timestamp(to.unit))
+        return pc.if_else(zoned, with_zone, pc.assume_timezone(naive, to.tz))
 
 
 def _failing(array: pa.Array, to: pa.DataType) -> list[int]:
     """Indices of the values of `array` that do not cast to `to`."""
     try:
-        pc.cast(array, to)
+        cast(array, to)
         return []
     except _CAST_ERRORS:
         if len(array) == 1:
@@ -67,14 +82,14 @@ class ConformStage:
             to = self.types[name]
             if array.type != to:
                 try:
-                    array = pc.cast(array, to)
+                    array = cast(array, to)
                 except _CAST_ERRORS:
                     for i in _failing(array, to):
                         value = array[i].as_py()
                         bad.setdefault(i, self._reject(batch, data, i, name, value, "type",
                                                        f"cannot convert {value!r} to {self._type_name(name)}"))
                     ok = pa.array([i not in bad for i in range(len(array))])
-                    array = pc.cast(pc.if_else(ok, array, pa.scalar(None, array.type)), to)
+                    array = cast(pc.if_else(ok, array, pa.scalar(None, array.type)), to)
             if name in self.required and array.null_count:
                 for i in pc.indices_nonzero(pc.is_null(array)).to_pylist():
                     bad.setdefault(i, self._reject(batch, data, i, name, None, "required",

@@ -189,8 +189,12 @@ class Migration:
         try:
             stored = await self.store.load_checkpoint(self.id, schema.name)
             start = await writer.reconcile(stored)
-            if start is not None:
-                progress.written, progress.failed, progress.batches = start.rows_written, start.rows_failed, start.batches
+            if stored is not None and start is None:
+                await self._log("WARNING", f"Table {schema.name}: the target no longer holds the rows of the last "
+                                           "checkpoint; starting the table over", table=schema.name)
+            progress.written = start.rows_written if start else 0
+            progress.failed = start.rows_failed if start else 0
+            progress.batches = start.batches if start else 0
             progress.status = TableStatus.RUNNING
             await self.store.save_table(self.id, schema.name, target, "running", progress.total)
             native = _native_format(source, writer, schema, spec)

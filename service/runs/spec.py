@@ -62,7 +62,8 @@ class MigrationSpec:
         try:
             data = yaml.safe_load(text) if path.suffix.lower() in (".yaml", ".yml") else orjson.loads(text)
         except (yaml.YAMLError, orjson.JSONDecodeError) as exc:
-            raise InvalidSpec([f"spec file {path} is not valid {'YAML' if path.suffix != '.json' else 'JSON'}: {exc}"])
+            kind = "JSON" if path.suffix.lower() == ".json" else "YAML"
+            raise InvalidSpec([f"spec file {path} is not valid {kind}: {exc}"]) from None
         if not isinstance(data, dict):
             raise InvalidSpec([f"spec file {path} must hold a mapping of options"])
         return cls.from_dict({**data, **(overrides or {})})

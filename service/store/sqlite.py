@@ -59,9 +59,12 @@ def open_state_store(url: str, *, base: Path | None = None) -> SqliteStateStore:
 def _record(r: tuple[object, ...]) -> MigrationRecord:
     return MigrationRecord(
         id=str(r[0]), fingerprint=str(r[1]), spec=orjson.loads(str(r[2])), source=str(r[3]), target=str(r[4]),
-        status=str(r[5]), created_at=str(r[6]), started_at=r[7] and str(r[7]), ended_at=r[8] and str(r[8]),
-        error=r[9] and str(r[9]),
+        status=str(r[5]), created_at=str(r[6]), started_at=_text(r[7]), ended_at=_text(r[8]), error=_text(r[9]),
     )
+
+
+def _text(v: object) -> str | None:
+    return None if v is None else str(v)
 
 
 _MIGRATION_COLS = "id, fingerprint, spec, source, target, status, created_at, started_at, ended_at, error"

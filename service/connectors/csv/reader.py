@@ -8,11 +8,10 @@ Every batch therefore knows the byte range it came from, which is the resumable 
 
 from __future__ import annotations
 
-import asyncio
 import codecs
 import csv
 import io
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,7 +38,8 @@ def row_ends(buf: bytes | memoryview, quote: str | None) -> np.ndarray:
     if q.size == 0:
         return nl + 1
     inside = np.searchsorted(q, nl) % 2 == 1
-    return nl[~inside] + 1
+    ends: np.ndarray = nl[~inside] + 1
+    return ends
 
 
 @dataclass(frozen=True)
@@ -120,7 +120,7 @@ class CsvFile:
             pos = buf.rfind(b"\n", 0, pos)
         return 0
 
-    async def blocks(self, start: int | None) -> AsyncIterator[Block]:
+    async def blocks(self, start: int | None) -> AsyncGenerator[Block, None]:
         """Runs of whole rows of about CHUNK bytes from byte offset `start` (None: the first data
         row). Block boundaries depend only on `start`, so a resumed read sees the same rows."""
         pos = self._data_start if start is None else start

@@ -80,9 +80,15 @@ class CsvTableWriter:
                    lineterminator="\n").writerow(self.schema.column_names)
         return out.getvalue().encode(self.options.encoding) if self.options.header else b""
 
+    def _resumable(self, stored: Checkpoint | None) -> bool:
+        """A checkpoint holds only with its file: a partial file at least as long as it says."""
+        return (stored is not None and stored.sink_state is not None and self.partial.exists()
+                and self.partial.stat().st_size >= stored.sink_state)
+
     async def reconcile(self, stored: Checkpoint | None) -> Checkpoint | None:
         def prepare() -> int:
-            if stored is not None and stored.sink_state is not None and self.partial.exists():
+            if self._resumable(stored):
+                assert stored is not None and stored.sink_state is not None
                 with open(self.partial, "r+b") as f:
                     f.truncate(stored.sink_state)
                     os.fsync(f.fileno())
@@ -98,9 +104,7 @@ class CsvTableWriter:
             self._offset = await asyncio.to_thread(prepare)
         except OSError as exc:
             raise TerminalError(f"cannot write CSV file {self.partial}: {exc.strerror}") from None
-        if stored is not None and stored.sink_state is None:
-            return None  # a checkpoint without a file length cannot be trusted: start over
-        return stored
+        return stored if self._resumable(stored) else None
 
     def _encode(self, batch: Batch) -> bytes:
         if isinstance(batch.data, NativePayload):

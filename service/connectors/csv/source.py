@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from pathlib import Path
 
 import aiofiles
@@ -70,9 +70,10 @@ class CsvSource:
             size = f.path.stat().st_size - f.data_start
             async for block in f.blocks(None):
                 sample, _ = await asyncio.to_thread(f.parse, block.data, dict.fromkeys(f.names, pa.string()), 1)
-                if block.end - block.start >= size or not sample.num_rows:
-                    return sample.num_rows
-                return round(size * sample.num_rows / (block.end - block.start))
+                rows = int(sample.num_rows)
+                if block.end - block.start >= size or not rows:
+                    return rows
+                return round(size * rows / (block.end - block.start))
             return 0
         n, tail = 0, b""
         async with aiofiles.open(f.path, "rb") as fh:
@@ -95,14 +96,14 @@ class CsvSource:
         start_row: int,
         batch_size: int,
         native: NativeFormat | None,
-    ) -> AsyncIterator[Batch]:
+    ) -> AsyncGenerator[Batch, None]:
         f = self._file(schema.name)
         await f.open()
         if f.names != schema.column_names:
             raise EndpointError(f"the columns of {f.path.name} changed since the plan was made")
         types = {c.name: c.type for c in schema.columns}
         # Position: [byte offset of a block, rows of it already taken].
-        block_at, skip = (int(after[0]), int(after[1])) if isinstance(after, list) and len(after) == 2 else (None, 0)
+        block_at, skip = (int(str(after[0])), int(str(after[1]))) if isinstance(after, list) and len(after) == 2 else (None, 0)
         seq, row = 0, start_row
         async with contextlib.aclosing(f.blocks(block_at)) as blocks:
             async for block in blocks:

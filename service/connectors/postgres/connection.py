@@ -90,12 +90,15 @@ async def columns(conn: asyncpg.Connection, oid: int) -> list[asyncpg.Record]:
                CASE WHEN t.typtype = 'd' THEN format_type(t.typbasetype, t.typtypmod)
                     WHEN t.typtype = 'e' THEN 'text'
                     WHEN e.typtype = 'e' THEN 'text[]'
+                    WHEN e.typtype = 'd' THEN format_type(e.typbasetype, e.typtypmod) || '[]'
                     ELSE format_type(a.atttypid, a.atttypmod) END AS type,
                NOT a.attnotnull AS nullable,
                CASE WHEN t.typtype = 'd' THEN 'domain ' || format_type(a.atttypid, a.atttypmod)
                          || ' -> its base type'
                     WHEN t.typtype = 'e' OR e.typtype = 'e' THEN 'enum ' || format_type(a.atttypid, a.atttypmod)
                          || ' -> text'
+                    WHEN e.typtype = 'd' THEN 'array of domain ' || format_type(a.atttypid, a.atttypmod)
+                         || ' -> array of its base type'
                     END AS note
         FROM pg_attribute a
         JOIN pg_type t ON t.oid = a.atttypid

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import io
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 import asyncpg
 import pgpq
@@ -17,6 +18,9 @@ import pgpq.encoders as pgenc
 import pgpq.schema as pgschema
 import pyarrow as pa
 import pyarrow.csv as pacsv
+
+if TYPE_CHECKING:
+    from pgpq._pgpq import EncoderBuilder
 
 from service.connectors import ledger
 from service.connectors.base import CommitTurn
@@ -53,8 +57,12 @@ class PostgresSink:
         async with conn.transaction():
             oid = await pgc.relation_oid(conn, target_name)
             if oid is None:
-                await conn.execute(_create_table_sql(source, target_name))
-                await conn.execute(ledger.register_sql(ledger.dollar), migration_id, target_name, True)
+                try:
+                    await conn.execute(_create_table_sql(source, target_name))
+                except asyncpg.PostgresError as exc:
+                    raise EndpointError(f"creating table {target_name!r} in PostgreSQL at {self.where} failed: "
+                                        f"{pgc.server_message(exc)}") from exc
+                await conn.execute(ledger.register_created_sql(ledger.dollar), migration_id, target_name)
                 oid = await pgc.require_oid(conn, target_name, self.where)
             else:
                 await conn.execute(ledger.register_sql(ledger.dollar), migration_id, target_name, False)
@@ -114,6 +122,7 @@ class PostgresTableWriter:
         self._source = source
         self._migration_id = migration_id
         self._columns = source.column_names
+        self._schema_name: str | None
         if "." in schema.name:
             self._schema_name, self._table = schema.name.split(".", 1)
         else:
@@ -205,7 +214,7 @@ async def _once(pieces: list[bytes]) -> AsyncIterator[bytes]:
         yield piece
 
 
-def _encoder_for(field: pa.Field, pg_type: str) -> object:
+def _encoder_for(field: pa.Field, pg_type: str) -> EncoderBuilder:
     if pg_type == "jsonb":
         return pgenc.StringEncoderBuilder.new_with_output(field, pgschema.Jsonb())
     return pgpq.ArrowToPostgresBinaryEncoder.infer_encoder(field)

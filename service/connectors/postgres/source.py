@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 import asyncpg
 import pyarrow as pa
@@ -83,7 +83,7 @@ class PostgresSource:
         start_row: int,
         batch_size: int,
         native: NativeFormat | None,
-    ) -> AsyncIterator[Batch]:
+    ) -> AsyncGenerator[Batch, None]:
         # One connection finds the ranges; READERS others COPY them, a range or two ahead of the
         # consumer, so the server works while we hand the previous batch on. Batches leave in order.
         probe = await self._connection()
@@ -107,14 +107,14 @@ class PostgresSource:
                     planned += 1
                 if not ahead:
                     return
-                (where, _, upto, count), task = ahead.popleft()
+                (_, _, upto, count), task = ahead.popleft()
                 payload = await task
+                data: pa.RecordBatch | NativePayload
                 if native is not None and count is not None:
-                    data: pa.RecordBatch | NativePayload = NativePayload(native, payload)
-                    rows = count
+                    data, rows = NativePayload(native, payload), count
                 else:
-                    data = await asyncio.to_thread(parse_copy_csv, payload, schema)
-                    rows = data.num_rows
+                    parsed = await asyncio.to_thread(parse_copy_csv, payload, schema)
+                    data, rows = parsed, parsed.num_rows
                 if rows:
                     yield Batch(seq=seq, table=schema.name, after=after, upto=upto, first_row=row, data=data,
                                 rows_read=rows)
@@ -199,7 +199,7 @@ class _PageRanges:
         if self.pages_per_batch is None:
             per_page = tuples / pages if pages and tuples > 0 else 50.0
             self.pages_per_batch = max(1, int(batch_size / max(per_page, 1.0)))
-        start = int(after[0]) if isinstance(after, list) and after else 0
+        start = int(str(after[0])) if isinstance(after, list) and after else 0
         if start >= pages:
             return None
         end = start + self.pages_per_batch

@@ -81,10 +81,10 @@ def pg_type_for(arrow: pa.DataType) -> str:
 def binary_encodable(pg_type: str, arrow: pa.DataType) -> bool:
     """Whether pgpq's binary encoding of `arrow` values is exactly what a `pg_type` column reads."""
     if pg_type == "jsonb":
-        return pa.types.is_string(arrow)
+        return bool(pa.types.is_string(arrow))
     expected = arrow_type(pg_type)
     if pg_type in ("text", "name") or pg_type.startswith(("character varying", "character")):
-        return pa.types.is_string(arrow)
+        return bool(pa.types.is_string(arrow))
     if pg_type == '"char"':
         return False
     if pa.types.is_string(expected):

@@ -8,9 +8,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from service.connectors import ledger
-from service.connectors.base import Checkpoint, CommitTurn
+from service.connectors.base import CommitTurn
 from service.connectors.sqlite.types import SqliteDatabase, arrow_type, declared_type, quote_ident
-from service.core.batch import Batch, NativeFormat, NativePayload
+from service.core.batch import Batch, Checkpoint, NativeFormat, NativePayload
 from service.core.errors import EndpointError, InvalidInput
 from service.core.schema import Column, TableSchema
 from service.core.urls import EndpointUrl
@@ -39,7 +39,10 @@ class SqliteSink:
                     if source.key:
                         defs.append(f"PRIMARY KEY ({', '.join(quote_ident(k) for k in source.key)})")
                     c.execute(f"CREATE TABLE {quote_ident(target_name)} ({', '.join(defs)})")
-                c.execute(ledger.register_sql(ledger.qmark), (migration_id, target_name, int(not exists)))
+                if exists:
+                    c.execute(ledger.register_sql(ledger.qmark), (migration_id, target_name, 0))
+                else:
+                    c.execute(ledger.register_created_sql(ledger.qmark), (migration_id, target_name))
                 row = c.execute(ledger.load_sql(ledger.qmark), (migration_id, target_name)).fetchone()
                 c.execute("COMMIT")
             except BaseException:

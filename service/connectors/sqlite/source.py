@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, Callable, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -70,7 +70,7 @@ class SqliteSource:
         start_row: int,
         batch_size: int,
         native: NativeFormat | None,
-    ) -> AsyncIterator[Batch]:
+    ) -> AsyncGenerator[Batch, None]:
         if schema.name not in self._order:
             await self.describe(schema.name)
         order = self._order[schema.name]
@@ -82,11 +82,12 @@ class SqliteSource:
             last = list(after) if isinstance(after, list) else None
             cond = f"({keys}) > ({', '.join('?' * len(order))})" if last else "1"
             sql = f"SELECT {keys}, {cols} FROM {table} WHERE {cond} ORDER BY {keys} LIMIT {int(batch_size)}"
-            rows = await self.db.run(lambda c, sql=sql, last=last: c.execute(sql, last or []).fetchall())
+            rows = await self.db.run(_fetch(sql, last or []))
             if not rows:
                 return
             n = len(order)
-            upto: list[str | int | float | None] = list(rows[-1][:n])
+            upto: list[str | int | float | None] = [v if isinstance(v, (str, int, float)) else str(v)
+                                                   for v in rows[-1][:n]]
             columns = list(zip(*rows))[n:]
             arrays = [_to_arrow(list(values), col.type) for values, col in zip(columns, schema.columns)]
             data = pa.RecordBatch.from_arrays(arrays, names=schema.column_names)
@@ -98,6 +99,13 @@ class SqliteSource:
 
     async def close(self) -> None:
         await self.db.close()
+
+
+def _fetch(sql: str, args: Sequence[object]) -> Callable[[sqlite3.Connection], list[tuple[object, ...]]]:
+    def fetch(c: sqlite3.Connection) -> list[tuple[object, ...]]:
+        return c.execute(sql, args).fetchall()
+
+    return fetch
 
 
 def _to_arrow(values: list[object], t: pa.DataType) -> pa.Array:
