@@ -64,6 +64,8 @@ class TableWriter(Protocol):
     schema: TableSchema
     created: bool
     max_writers: int
+    # Rows the target refuses: "reject" (find them, load the rest), "skip_batch", or "fail".
+    on_refusal: str
 
     def native_formats(self, source: TableSchema) -> frozenset[NativeFormat]:
         """Payload formats this writer accepts from `source` as they are."""

@@ -59,6 +59,7 @@ class CsvSink:
 
 
 class CsvTableWriter:
+    on_refusal = "fail"  # nothing to isolate: conformed rows are never refused here
     max_writers = 1  # one file, appended in order
 
     def __init__(self, path: Path, partial: Path, source: TableSchema, name: str, options: CsvOptions) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 from urllib.parse import urlsplit
 
@@ -56,6 +57,18 @@ def server_message(exc: asyncpg.PostgresError) -> str:
     """The server's one-line message (without DETAIL, which may quote row values)."""
     message = getattr(exc, "message", None) or (exc.args[0] if exc.args else type(exc).__name__)
     return str(message).splitlines()[0]
+
+
+_COPY_COLUMN = re.compile(r"column ([^:]+): ")
+
+
+def refused_column(exc: asyncpg.PostgresError) -> str | None:
+    """The column a refusal names: its own field, or COPY's context ("…, column code: …")."""
+    column = getattr(exc, "column_name", None)
+    if column:
+        return str(column)
+    m = _COPY_COLUMN.search(str(getattr(exc, "context", None) or ""))
+    return m.group(1).strip('"') if m else None
 
 
 def quote_ident(name: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import io
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import asyncpg
@@ -27,7 +28,7 @@ from service.connectors.base import CommitTurn
 from service.connectors.postgres import connection as pgc
 from service.connectors.postgres.types import arrow_type, binary_encodable, pg_type_for
 from service.core.arrow_text import printable
-from service.core.batch import Batch, Checkpoint, NativeFormat, NativePayload
+from service.core.batch import Batch, Checkpoint, NativeFormat, NativePayload, Reject
 from service.core.errors import EndpointError, InvalidInput
 from service.core.schema import Column, TableSchema
 from service.core.urls import EndpointUrl
@@ -104,7 +105,15 @@ def _create_table_sql(source: TableSchema, target: str) -> str:
     return f"CREATE TABLE {pgc.qualified(target)} ({', '.join(defs)})"
 
 
+# Refusals that concern the rows themselves (bad values, constraints), not the connection.
+_REFUSALS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
+
+
 class PostgresTableWriter:
+    # What to do with rows the server refuses: "reject" finds them (bisection) and loads the rest,
+    # "skip_batch" rejects the whole batch, "fail" fails the run. The run sets it from `onError`.
+    on_refusal = "reject"
+
     def __init__(
         self,
         sink: PostgresSink,
@@ -161,19 +170,58 @@ class PostgresTableWriter:
             return await asyncio.to_thread(_encode, self._new_encoder(), data), "binary"
         return [await asyncio.to_thread(_csv_payload, data)], "csv"
 
+    async def _copy(self, conn: asyncpg.Connection, payload: list[bytes], fmt: str) -> None:
+        await conn.copy_to_table(self._table, schema_name=self._schema_name, source=_once(payload),
+                                 columns=self._columns, format=fmt)
+
+    async def _isolate(self, conn: asyncpg.Connection, batch: Batch, data: pa.RecordBatch, offset: int,
+                       refusal: asyncpg.PostgresError) -> list[Reject]:
+        """Write the rows of `data` the server accepts, each try in a savepoint, halving around
+        the refused ones (O(bad · log n) COPYs); return the refused rows as rejects."""
+        if data.num_rows == 1:
+            key = None
+            if self._source.key and all(k in data.schema.names for k in self._source.key):
+                key = ",".join(str(data.column(k)[0].as_py()) for k in self._source.key)
+            column = pgc.refused_column(refusal)
+            value = None
+            if column in data.schema.names:
+                cell = data.column(column)[0].as_py()
+                value = None if cell is None else str(cell)[:1000]
+            return [Reject(batch.table, batch.first_row + offset, key, column, value, "target",
+                           f"refused by PostgreSQL: {pgc.server_message(refusal)}")]
+        rejects: list[Reject] = []
+        mid = data.num_rows // 2
+        for part, start in ((data.slice(0, mid), offset), (data.slice(mid), offset + mid)):
+            payload, fmt = await self._payload(replace(batch, data=part))
+            try:
+                async with conn.transaction():
+                    await self._copy(conn, payload, fmt)
+            except _REFUSALS as exc:
+                rejects += await self._isolate(conn, batch, part, start, exc)
+        return rejects
+
     async def write(self, batch: Batch, turn: CommitTurn) -> Checkpoint:
         payload, fmt = await self._payload(batch) if batch.rows else ([], "binary")
         async with self._pool.acquire() as conn:
             try:
                 async with conn.transaction():
                     if payload:
-                        await conn.copy_to_table(
-                            self._table,
-                            schema_name=self._schema_name,
-                            source=_once(payload),
-                            columns=self._columns,
-                            format=fmt,
-                        )
+                        try:
+                            async with conn.transaction():  # a savepoint, to go on after a refusal
+                                await self._copy(conn, payload, fmt)
+                        except _REFUSALS as exc:
+                            if self.on_refusal == "fail" or not isinstance(batch.data, pa.RecordBatch):
+                                raise
+                            data = batch.data
+                            if self.on_refusal == "skip_batch":
+                                refused = [Reject(batch.table, batch.first_row + i, None, None, None, "skip_batch",
+                                                  f"batch skipped: refused by PostgreSQL: {pgc.server_message(exc)}")
+                                           for i in range(data.num_rows)]
+                            else:
+                                refused = await self._isolate(conn, batch, data, 0, exc)
+                            # The turn below counts what this batch really wrote and rejected.
+                            batch.rejects = [*batch.rejects, *refused]
+                            batch.data = data.slice(0, data.num_rows - len(refused))
                     checkpoint = await turn()
                     await conn.execute(
                         ledger.save_sql(ledger.dollar), *ledger.save_args(checkpoint, self._migration_id, self.schema.name)

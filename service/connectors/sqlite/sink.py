@@ -69,6 +69,7 @@ class SqliteSink:
 
 
 class SqliteTableWriter:
+    on_refusal = "fail"  # nothing to isolate: conformed rows are never refused here
     max_writers = 1  # SQLite has one writer at a time
 
     def __init__(self, db: SqliteDatabase, schema: TableSchema, columns: list[str], migration_id: str,
