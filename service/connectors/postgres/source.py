@@ -1,8 +1,8 @@
 """Reading PostgreSQL tables resumably.
 
 Rows are read in primary-key order as key ranges `(after, upto]`: a cheap index-only probe finds
-the range's last key and row count, then one `COPY (SELECT … WHERE key range) TO STDOUT` moves the
-range. The COPY output is either handed on as it is (binary COPY for a PostgreSQL target, CSV for a
+the range's last key, then one `COPY (SELECT … WHERE key range) TO STDOUT` moves the
+range (its `COPY n` status counts the rows). The COPY output is either handed on as it is (binary COPY for a PostgreSQL target, CSV for a
 CSV target) or parsed into Arrow by pyarrow's CSV reader in a thread. Tables without a usable key
 are read by ranges of heap pages (`ctid`), exact as long as the table is not being modified.
 """
@@ -73,7 +73,7 @@ class PostgresSource:
         return n
 
     def native_formats(self, schema: TableSchema) -> frozenset[NativeFormat]:
-        return frozenset({NativeFormat.PG_BINARY, NativeFormat.CSV}) if schema.key else frozenset()
+        return frozenset({NativeFormat.PG_BINARY, NativeFormat.CSV})
 
     async def read(
         self,
@@ -92,7 +92,7 @@ class PostgresSource:
         select = (f"SELECT {', '.join(pgc.quote_ident(c) for c in schema.column_names)} "
                   f"FROM {pgc.qualified(schema.name)} WHERE ")
         fmt = "binary" if native is NativeFormat.PG_BINARY else "csv"
-        ahead: deque[tuple[Step, asyncio.Task[bytes]]] = deque()
+        ahead: deque[tuple[Step, asyncio.Task[tuple[bytes, int]]]] = deque()
         seq, row, planned, exhausted, position = 0, start_row, 0, False, after
         try:
             while True:
@@ -107,10 +107,10 @@ class PostgresSource:
                     planned += 1
                 if not ahead:
                     return
-                (_, _, upto, count), task = ahead.popleft()
-                payload = await task
+                (_, _, upto, _), task = ahead.popleft()
+                payload, count = await task
                 data: pa.RecordBatch | NativePayload
-                if native is not None and count is not None:
+                if native is not None:
                     data, rows = NativePayload(native, payload), count
                 else:
                     parsed = await asyncio.to_thread(parse_copy_csv, payload, schema)
@@ -138,14 +138,15 @@ Step = tuple[str, list[object], Position, int | None]
 READERS = 2
 
 
-async def _copy(conn: asyncpg.Connection, query: str, args: list[object], fmt: str) -> bytes:
+async def _copy(conn: asyncpg.Connection, query: str, args: list[object], fmt: str) -> tuple[bytes, int]:
+    """The COPY output of `query`, and its row count (from the server's `COPY n` status)."""
     chunks: list[bytes] = []
 
     async def collect(data: bytes) -> None:
         chunks.append(data)
 
-    await conn.copy_from_query(query, *args, output=collect, format=fmt, timeout=None)
-    return b"".join(chunks)
+    status = await conn.copy_from_query(query, *args, output=collect, format=fmt, timeout=None)
+    return b"".join(chunks), int(str(status).rsplit(" ", 1)[-1])
 
 
 class _KeyRanges:
@@ -165,20 +166,23 @@ class _KeyRanges:
         after_keys = list(after) if isinstance(after, list) else []
         cond = self._bound(">", 1) if after_keys else "TRUE"
         ordered = ", ".join(self.keys)
-        # Qualified with `s.`: a bare name would order by the ::text output column (text order).
-        desc = ", ".join(f"s.{k} DESC" for k in self.keys)
+        desc = ", ".join(f"{k} DESC" for k in self.keys)
+        # Output columns are aliased k0, k1…: the key's own name would bind ORDER BY to the text.
         texts = ", ".join(f"s.{k}::text AS k{i}" for i, k in enumerate(self.keys))
-        probe = (
-            f"SELECT count(*) OVER () AS n, {texts} FROM "
-            f"(SELECT {ordered} FROM {self.table} WHERE {cond} ORDER BY {ordered} LIMIT {int(batch_size)}) s "
-            f"ORDER BY {desc} LIMIT 1"
-        )
-        rec = await conn.fetchrow(probe, *after_keys)
+        # The key `batch_size` rows on (an index-only scan), else the last key: the range's end.
+        # Rows are counted by COPY itself, so the probe counts nothing.
+        nth = (f"SELECT {texts} FROM (SELECT {ordered} FROM {self.table} WHERE {cond} ORDER BY {ordered}"
+               f" OFFSET {int(batch_size) - 1} LIMIT 1) s")
+        rec = await conn.fetchrow(nth, *after_keys)
         if rec is None:
-            return None
-        upto = [rec[i + 1] for i in range(len(self.keys))]
+            last = (f"SELECT {texts} FROM (SELECT {ordered} FROM {self.table} WHERE {cond}"
+                    f" ORDER BY {desc} LIMIT 1) s")
+            rec = await conn.fetchrow(last, *after_keys)
+            if rec is None:
+                return None
+        upto: Position = [rec[i] for i in range(len(self.keys))]
         where = f"{cond} AND {self._bound('<=', len(after_keys) + 1)}"
-        return where, [*after_keys, *upto], upto, int(rec["n"])
+        return where, [*after_keys, *upto], upto, None
 
 
 class _PageRanges:
