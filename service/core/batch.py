@@ -21,8 +21,11 @@ class NativeFormat(StrEnum):
 
 @dataclass(frozen=True)
 class NativePayload:
+    """A payload as the source produced it, in the pieces it arrived in (joining them would
+    copy every byte once more)."""
+
     format: NativeFormat
-    data: bytes
+    parts: list[bytes]
 
 
 @dataclass(frozen=True)

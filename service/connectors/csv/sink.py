@@ -107,11 +107,11 @@ class CsvTableWriter:
             raise TerminalError(f"cannot write CSV file {self.partial}: {exc.strerror}") from None
         return stored if self._resumable(stored) else None
 
-    def _encode(self, batch: Batch) -> bytes:
+    def _encode(self, batch: Batch) -> list[bytes]:
         if isinstance(batch.data, NativePayload):
             if batch.data.format is not NativeFormat.CSV:
                 raise EndpointError(f"CSV sink cannot take a {batch.data.format} payload")
-            return batch.data.data
+            return batch.data.parts
         data = printable(batch.data)
         out = io.BytesIO()
         pacsv.write_csv(
@@ -124,18 +124,20 @@ class CsvTableWriter:
             ),
         )
         raw = out.getvalue()
-        return raw if self.options.is_utf8 else raw.decode().encode(self.options.encoding)
+        return [raw if self.options.is_utf8 else raw.decode().encode(self.options.encoding)]
 
     async def write(self, batch: Batch, turn: CommitTurn) -> Checkpoint:
-        def append(payload: bytes) -> int:
+        def append() -> int:
+            if not batch.rows:
+                return self._offset
+            parts = self._encode(batch)
             with open(self.partial, "r+b") as f:
                 f.seek(self._offset)
-                f.write(payload)
+                f.writelines(parts)
                 return f.tell()
 
-        payload = await asyncio.to_thread(self._encode, batch) if batch.rows else b""
         try:
-            end = await asyncio.to_thread(append, payload) if payload else self._offset
+            end = await asyncio.to_thread(append)
         except OSError as exc:
             raise TerminalError(f"cannot write CSV file {self.path}: {exc.strerror}") from None
         checkpoint = replace(await turn(), sink_state=end)

@@ -164,7 +164,7 @@ class PostgresTableWriter:
         if isinstance(batch.data, NativePayload):
             if batch.data.format is not NativeFormat.PG_BINARY:
                 raise EndpointError(f"PostgreSQL sink cannot take a {batch.data.format} payload")
-            return [batch.data.data], "binary"
+            return batch.data.parts, "binary"
         data = batch.data
         if self._binary:
             return await asyncio.to_thread(_encode, self._new_encoder(), data), "binary"

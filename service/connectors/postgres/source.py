@@ -69,6 +69,11 @@ class PostgresSource:
 
     async def count(self, table: str, *, exact: bool = True) -> int:
         conn = await self._connection()
+        if not exact:  # the planner's statistics, when the table has been analysed
+            estimate = await conn.fetchval(
+                "SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass($1)", pgc.qualified(table))
+            if estimate is not None and estimate >= 0:
+                return int(estimate)
         n: int = await conn.fetchval(f"SELECT count(*) FROM {pgc.qualified(table)}")
         return n
 
@@ -87,12 +92,12 @@ class PostgresSource:
         # One connection finds the ranges; READERS others COPY them, a range or two ahead of the
         # consumer, so the server works while we hand the previous batch on. Batches leave in order.
         probe = await self._connection()
-        readers = [await pgc.connect(self.url, self._timeout) for _ in range(READERS)]
+        readers = list(await asyncio.gather(*(pgc.connect(self.url, self._timeout) for _ in range(READERS))))
         ranges = _KeyRanges(schema) if schema.key else _PageRanges(schema, batch_size)
         select = (f"SELECT {', '.join(pgc.quote_ident(c) for c in schema.column_names)} "
                   f"FROM {pgc.qualified(schema.name)} WHERE ")
         fmt = "binary" if native is NativeFormat.PG_BINARY else "csv"
-        ahead: deque[tuple[Step, asyncio.Task[tuple[bytes, int]]]] = deque()
+        ahead: deque[tuple[Step, asyncio.Task[tuple[list[bytes], int]]]] = deque()
         seq, row, planned, exhausted, position = 0, start_row, 0, False, after
         try:
             while True:
@@ -113,7 +118,7 @@ class PostgresSource:
                 if native is not None:
                     data, rows = NativePayload(native, payload), count
                 else:
-                    parsed = await asyncio.to_thread(parse_copy_csv, payload, schema)
+                    parsed = await asyncio.to_thread(parse_copy_csv, b"".join(payload), schema)
                     data, rows = parsed, parsed.num_rows
                 if rows:
                     yield Batch(seq=seq, table=schema.name, after=after, upto=upto, first_row=row, data=data,
@@ -138,15 +143,16 @@ Step = tuple[str, list[object], Position, int | None]
 READERS = 2
 
 
-async def _copy(conn: asyncpg.Connection, query: str, args: list[object], fmt: str) -> tuple[bytes, int]:
-    """The COPY output of `query`, and its row count (from the server's `COPY n` status)."""
+async def _copy(conn: asyncpg.Connection, query: str, args: list[object], fmt: str) -> tuple[list[bytes], int]:
+    """The COPY output of `query` in the pieces it arrived in, and its row count (from the
+    server's `COPY n` status)."""
     chunks: list[bytes] = []
 
     async def collect(data: bytes) -> None:
         chunks.append(data)
 
     status = await conn.copy_from_query(query, *args, output=collect, format=fmt, timeout=None)
-    return b"".join(chunks), int(str(status).rsplit(" ", 1)[-1])
+    return chunks, int(str(status).rsplit(" ", 1)[-1])
 
 
 class _KeyRanges:
@@ -180,7 +186,7 @@ class _KeyRanges:
             rec = await conn.fetchrow(last, *after_keys)
             if rec is None:
                 return None
-        upto: Position = [rec[i] for i in range(len(self.keys))]
+        upto: list[str | int | float | None] = [rec[i] for i in range(len(self.keys))]
         where = f"{cond} AND {self._bound('<=', len(after_keys) + 1)}"
         return where, [*after_keys, *upto], upto, None
 
