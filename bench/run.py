@@ -84,11 +84,15 @@ def main() -> int:
             return timed([MIGRATOR, "run", "--quiet", "--source", source, "--target", target, *extra], env=run_env)
 
         def median(pairs: list[tuple[float, int]]) -> tuple[float, int]:
+            if os.environ.get("VERBOSE"):
+                print("  runs:", ", ".join(f"{t:.2f}" for t, _ in pairs))
             times = sorted(t for t, _ in pairs)
             return times[len(times) // 2], max(r for _, r in pairs)
 
         def fresh(db: str) -> None:
+            """An empty target, and no dirty buffers left by the previous run to slow this one."""
             sql(db, "TRUNCATE users; DROP TABLE IF EXISTS _migrator_checkpoints")
+            sql(db, "CHECKPOINT")
 
         # (a) CSV -> PG, into identical empty tables
         a_ours, a_ref = [], []

@@ -68,9 +68,16 @@ class ConformStage:
                 ) from None
 
     async def __call__(self, batch: Batch) -> Batch:
-        if isinstance(batch.data, NativePayload):
+        if isinstance(batch.data, NativePayload) or self._fits(batch.data):
             return batch
         return await asyncio.to_thread(self.conform, batch)
+
+    def _fits(self, data: pa.RecordBatch) -> bool:
+        """Already of the target's types, with no NULL where the target forbids one (O(columns))."""
+        return data.schema.names == self.columns and all(
+            data.column(i).type == self.types[name] and not (name in self.required and data.column(i).null_count)
+            for i, name in enumerate(self.columns)
+        )
 
     def conform(self, batch: Batch) -> Batch:
         data = batch.data

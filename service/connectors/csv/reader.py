@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import codecs
 import csv
-import io
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +45,7 @@ def row_ends(buf: bytes | memoryview, quote: str | None) -> np.ndarray:
 class Block:
     start: int  # byte offset of the first row
     end: int  # byte offset just past the last row
-    data: bytes
+    data: bytes | memoryview
 
 
 class CsvFile:
@@ -124,12 +123,12 @@ class CsvFile:
         """Runs of whole rows of about CHUNK bytes from byte offset `start` (None: the first data
         row). Block boundaries depend only on `start`, so a resumed read sees the same rows."""
         pos = self._data_start if start is None else start
-        buf = b""
+        tail = b""  # the start of a row the last chunk cut off
         async with aiofiles.open(self.path, "rb") as f:
             await f.seek(pos)
             while True:
                 chunk = await f.read(CHUNK)
-                buf += chunk
+                buf = tail + chunk if tail else chunk  # one copy at most (the tail is usually short)
                 if not chunk:  # EOF: the rest, including a last row without a newline
                     if buf.strip():
                         yield Block(pos, pos + len(buf), buf)
@@ -138,12 +137,13 @@ class CsvFile:
                 if end == 0:
                     if len(buf) > 256 << 20:
                         raise EndpointError(f"CSV file {self.path}: a row longer than 256 MiB at byte {pos}")
+                    tail = buf
                     continue
-                yield Block(pos, pos + end, buf[:end])
+                yield Block(pos, pos + end, memoryview(buf)[:end])  # a view: no copy of the block
                 pos += end
-                buf = buf[end:]
+                tail = buf[end:]
 
-    def parse(self, block: bytes, types: dict[str, pa.DataType] | None, first_row: int) -> tuple[pa.Table, list[Reject]]:
+    def parse(self, block: bytes | memoryview, types: dict[str, pa.DataType] | None, first_row: int) -> tuple[pa.Table, list[Reject]]:
         """Parse `block` into columns of `types` (None: infer). Ragged rows become rejects.
 
         Raises pa.ArrowInvalid when a value does not convert to its column's type.
@@ -159,10 +159,10 @@ class CsvFile:
             )
             return "skip"
 
-        data = block if self.options.is_utf8 else self._decode(block).encode()
+        data = pa.py_buffer(block) if self.options.is_utf8 else self._decode(bytes(block)).encode()
         o = self.options
         table = pacsv.read_csv(
-            io.BytesIO(data),
+            pa.BufferReader(data),
             read_options=pacsv.ReadOptions(column_names=self.names, use_threads=True, block_size=max(1 << 20, len(data) + 1)),
             parse_options=pacsv.ParseOptions(
                 delimiter=o.delimiter,

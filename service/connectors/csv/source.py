@@ -52,8 +52,9 @@ class CsvSource:
             raise UnknownTable(f"csv.types.{table} names column(s) {', '.join(unknown)} not in {f.path.name}")
         inferred: dict[str, pa.DataType] = {}
         async for block in f.blocks(None):
-            head = _head(block.data, self.options.sample_rows)
-            head = head[: f.last_row_end(head)] or block.data
+            first = bytes(block.data)
+            head = _head(first, self.options.sample_rows)
+            head = head[: f.last_row_end(head)] or first
             sample, _ = await asyncio.to_thread(f.parse, head, None, 1)
             inferred = {name: _normalise(sample.schema.field(name).type) for name in f.names}
             break
@@ -69,11 +70,11 @@ class CsvSource:
         if not exact:
             size = f.path.stat().st_size - f.data_start
             async for block in f.blocks(None):
-                sample, _ = await asyncio.to_thread(f.parse, block.data, dict.fromkeys(f.names, pa.string()), 1)
-                rows = int(sample.num_rows)
-                if block.end - block.start >= size or not rows:
-                    return rows
-                return round(size * rows / (block.end - block.start))
+                if block.end - block.start >= size:  # the whole file is one block: count exactly
+                    sample, _ = await asyncio.to_thread(f.parse, block.data, dict.fromkeys(f.names, pa.string()), 1)
+                    return int(sample.num_rows)
+                lines = bytes(block.data).count(b"\n")  # a newline inside quotes only skews the estimate
+                return round(size * lines / (block.end - block.start))
             return 0
         n, tail = 0, b""
         async with aiofiles.open(f.path, "rb") as fh:
@@ -145,7 +146,7 @@ def _split(schema: TableSchema, block: Block, table: pa.Table, rejects: list[Rej
 _BAD_COLUMN = re.compile(r"In CSV column #(\d+)")
 
 
-def _parse_typed(f: CsvFile, block: bytes, types: dict[str, pa.DataType], row: int) -> tuple[pa.Table, list[Reject]]:
+def _parse_typed(f: CsvFile, block: bytes | memoryview, types: dict[str, pa.DataType], row: int) -> tuple[pa.Table, list[Reject]]:
     """Parse `block` into `types`. A column holding a value that does not fit its type is read as
     text instead, so that the stage's cast turns exactly the offending rows into rejects."""
     types = dict(types)
