@@ -8,6 +8,7 @@ Every batch therefore knows the byte range it came from, which is the resumable 
 
 from __future__ import annotations
 
+import asyncio
 import codecs
 import csv
 from collections.abc import AsyncGenerator
@@ -111,12 +112,19 @@ class CsvFile:
 
     def last_row_end(self, buf: bytes) -> int:
         """Offset just past the last complete row in `buf` (which starts at a row boundary), or 0."""
-        quote = self.options.quote.encode() if self.options.quote else None
         pos = buf.rfind(b"\n")
+        if not self.options.quote or pos < 0:
+            return pos + 1
+        quote = self.options.quote.encode()
+        # Quote parity before `pos` = parity of all quotes minus those after it: one pass over
+        # the block, then only the short stretches between candidate newlines.
+        before = buf.count(quote) - buf.count(quote, pos)
         while pos >= 0:
-            if quote is None or buf.count(quote, 0, pos) % 2 == 0:
+            if before % 2 == 0:
                 return pos + 1
-            pos = buf.rfind(b"\n", 0, pos)
+            prev = buf.rfind(b"\n", 0, pos)
+            before -= buf.count(quote, prev + 1 if prev >= 0 else 0, pos)
+            pos = prev
         return 0
 
     async def blocks(self, start: int | None) -> AsyncGenerator[Block, None]:
@@ -133,7 +141,7 @@ class CsvFile:
                     if buf.strip():
                         yield Block(pos, pos + len(buf), buf)
                     return
-                end = self.last_row_end(buf)
+                end = await asyncio.to_thread(self.last_row_end, buf)
                 if end == 0:
                     if len(buf) > 256 << 20:
                         raise EndpointError(f"CSV file {self.path}: a row longer than 256 MiB at byte {pos}")
