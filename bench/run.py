@@ -4,7 +4,9 @@
     (b) PG  -> PG   `migrator run`  vs  psql COPY TO STDOUT (binary) | psql COPY FROM STDIN (binary)
     (c) PG  -> CSV  `migrator run`  vs  psql \\copy (select …) to … csv header
 
-Prints each time, the ratio ours/reference, and our peak RSS. ROWS=N overrides the row count.
+Prints each time (the median of REPEAT=3 runs), the ratio ours/reference and our peak RSS, then
+checks that memory stays flat: the same runs on FLAT_ROWS=10,000,000 rows (0 skips them).
+ROWS=N overrides the row count; VERBOSE=1 prints every run's time; KEEP=1 keeps the files.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ sys.path.insert(0, str(ROOT))
 from tests.support.pgcluster import Cluster  # noqa: E402
 
 ROWS = int(os.environ.get("ROWS", "1000000"))
-REPEAT = int(os.environ.get("REPEAT", "3"))  # each time printed is the median of REPEAT runs
+REPEAT = int(os.environ.get("REPEAT", "3"))
+FLAT_ROWS = int(os.environ.get("FLAT_ROWS", "10000000"))  # 0 skips the memory-flatness runs  # each time printed is the median of REPEAT runs
 MIGRATOR = str(ROOT / ".venv" / "bin" / "migrator")
 TABLE_DDL = """CREATE TABLE users(id bigint primary key, email text, name text, age int, country char(2),
  score numeric(10,3), active boolean, created_at timestamp, bio text)"""
@@ -137,11 +140,32 @@ def main() -> int:
         print(f"\n{ROWS:,} rows of users; same cluster, same run; median of {REPEAT} runs each\n")
         print(f"{'path':<10} {'ours s':>8} {'ref s':>8} {'ratio':>7} {'target':>7} {'peak RSS':>9}")
         ok = True
-        for name, ours, ref, rss, target in results:
-            ratio = ours / ref
+        for name, our_time, ref_time, rss, target in results:
+            ratio = our_time / ref_time
             ok &= ratio <= target
-            print(f"{name:<10} {ours:>8.2f} {ref:>8.2f} {ratio:>6.2f}x {'<=' + str(target):>7} {rss:>6} MiB"
+            print(f"{name:<10} {our_time:>8.2f} {ref_time:>8.2f} {ratio:>6.2f}x {'<=' + str(target):>7} {rss:>6} MiB"
                   f"{'' if ratio <= target else '   (over target)'}")
+        print(f"peak RSS target: <= 300 MiB for {ROWS:,} rows: "
+              f"{'met' if max(r[3] for r in results) <= 300 else 'NOT met'}")
+
+        if FLAT_ROWS:
+            # Memory must not grow with the table: the same CSV -> PG and PG -> CSV on FLAT_ROWS rows.
+            print(f"\nmemory flatness: {FLAT_ROWS:,} rows (CSV -> PG, PG -> CSV), one run each …", flush=True)
+            sql("src", "TRUNCATE users")
+            sql("src", GENERATE.replace(f"generate_series(1, {ROWS})", f"generate_series(1, {FLAT_ROWS})"))
+            sql("src", "VACUUM ANALYZE users")
+            big = work / "big" / "users.csv"
+            big.parent.mkdir()
+            sql("src", f"\\copy users to '{big}' csv header")
+            fresh("ours_a")
+            _, rss_a = ours(f"csv:///{big}", cluster.dsn_for("ours_a"), "--batch-size", "50000", "--parallel", "2")
+            same_as_source("ours_a")
+            subprocess.run(["rm", "-rf", str(work / "out"), str(big)], check=True)
+            _, rss_c = ours(cluster.dsn_for("src"), f"csv:///{work}/out", "--batch-size", "50000")
+            for name, small, large in (("CSV -> PG", results[0][3], rss_a), ("PG -> CSV", results[2][3], rss_c)):
+                ratio = large / small
+                print(f"{name:<10} {ROWS:,} rows: {small} MiB   {FLAT_ROWS:,} rows: {large} MiB   "
+                      f"{ratio:.2f}x (target <= 1.2x){'' if ratio <= 1.2 else '   (over target)'}")
         return 0
     finally:
         cluster.stop()

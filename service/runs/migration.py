@@ -15,6 +15,8 @@ import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import pyarrow as pa
+
 from service.connectors.base import Sink, Source, TableWriter
 from service.connectors.registry import open_sink, open_source
 from service.core.batch import Batch, Checkpoint, NativeFormat, Reject
@@ -22,7 +24,7 @@ from service.core.errors import InvalidInput, MigratorError, PipelineError
 from service.core.schema import TableSchema
 from service.core.urls import EndpointUrl, parse_url
 from service.pipeline.gate import Gate
-from service.pipeline.pipeline import PipelineConfig, first_cause, run_table
+from service.pipeline.pipeline import PipelineConfig, Stage, first_cause, run_table
 from service.pipeline.progress import InFlight, TableProgress, TableStatus
 from service.quality.conform import ConformStage
 from service.runs.events import BatchCommitted, Event, Listener, StatusChanged, TableFinished, TableStarted
@@ -204,6 +206,8 @@ class Migration:
             await self._log("INFO", f"Table {schema.name} -> {target}: "
                                     + (f"resuming after {resumed} records" if start else "started")
                                     + (f" ({native} pass-through)" if native else ""), table=schema.name)
+            for note in schema.notes:  # e.g. "users.mood: enum mood -> text"
+                await self._log("INFO", f"Type mapping: {note}", table=schema.name)
             stage = _with_policy(ConformStage(schema, writer.schema), spec)
 
             async def on_commit(batch: Batch, checkpoint: Checkpoint) -> None:
@@ -251,9 +255,9 @@ def _native_format(source: Source, writer: TableWriter, schema: TableSchema, spe
     return None
 
 
-def _with_policy(stage: ConformStage, spec: MigrationSpec):  # type: ignore[no-untyped-def]
-    """Apply `onError`: reject (rows to rejects, go on), skip_batch (the whole batch to rejects),
-    stop (the first reject fails the run)."""
+def _with_policy(stage: Stage, spec: MigrationSpec) -> Stage:
+    """Apply `onError` to the rows the stage rejects: reject (to the rejects, go on), skip_batch
+    (the rest of the batch is rejected too), stop (the first reject fails the run)."""
     if spec.on_error == "reject":
         return stage
 
@@ -264,11 +268,9 @@ def _with_policy(stage: ConformStage, spec: MigrationSpec):  # type: ignore[no-u
         first = out.rejects[0]
         if spec.on_error == "stop":
             raise InvalidInput(f"row {first.row} of {first.table} was rejected ({first.message}) and onError is stop")
-        skipped = [Reject(batch.table, batch.first_row + i, None, None, None, "skip_batch",
-                          f"batch skipped: {first.message}") for i in range(out.rows)]
-        import pyarrow as pa
-
-        assert isinstance(out.data, pa.RecordBatch)
-        return replace(out, data=out.data.slice(0, 0), rejects=[*out.rejects, *skipped])
+        skipped = [Reject(batch.table, None, None, None, None, "skip_batch", f"batch skipped: {first.message}")
+                   for _ in range(out.rows)]
+        data = out.data.slice(0, 0) if isinstance(out.data, pa.RecordBatch) else out.data
+        return replace(out, data=data, rejects=[*out.rejects, *skipped])
 
     return apply
