@@ -62,6 +62,11 @@ def save_sql(ph: Placeholder) -> str:
     )
 
 
+def touch_sql(ph: Placeholder) -> str:
+    """A write to the table's ledger row that changes nothing (a commit to wait on)."""
+    return f"UPDATE {TABLE} SET batches = batches WHERE migration_id = {ph(1)} AND table_name = {ph(2)}"
+
+
 def load_sql(ph: Placeholder) -> str:
     return (
         f"SELECT position, rows_written, rows_failed, batches, created FROM {TABLE}"

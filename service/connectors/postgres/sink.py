@@ -86,7 +86,10 @@ class PostgresSink:
             min_size=0,
             max_size=self._parallel,
             timeout=self._timeout,
-            server_settings=pgc.SESSION_SETTINGS,
+            # Batches commit without waiting for the WAL flush. Still exact: a server crash loses
+            # a batch's rows together with its ledger row, and resuming trusts the ledger. The
+            # run's last commit (finish) is synchronous, which flushes every earlier one too.
+            server_settings={**pgc.SESSION_SETTINGS, "synchronous_commit": "off"},
         )
         return PostgresTableWriter(self, pool, schema, source, migration_id, created)
 
@@ -235,17 +238,20 @@ class PostgresTableWriter:
         return checkpoint
 
     async def finish(self) -> None:
-        if not (self.created and self._source.key and not self.schema.key):
-            return
+        """Add the primary key to a table this run created, and make every batch durable: this
+        last commit is synchronous, and flushing its WAL flushes every earlier commit too."""
+        add_key = self.created and self._source.key and not self.schema.key
         cols = ", ".join(pgc.quote_ident(k) for k in self._source.key)
         async with self._pool.acquire() as conn:
             try:
-                await conn.execute(f"ALTER TABLE {pgc.qualified(self.schema.name)} ADD PRIMARY KEY ({cols})")
+                async with conn.transaction():
+                    await conn.execute("SET LOCAL synchronous_commit = on")
+                    if add_key:
+                        await conn.execute(f"ALTER TABLE {pgc.qualified(self.schema.name)} ADD PRIMARY KEY ({cols})")
+                    await conn.execute(ledger.touch_sql(ledger.dollar), self._migration_id, self.schema.name)
             except asyncpg.PostgresError as exc:
-                raise EndpointError(
-                    f"adding the primary key ({cols}) to {self.schema.name} after the load failed: "
-                    f"{pgc.server_message(exc)}"
-                ) from exc
+                what = f"adding the primary key ({cols}) to" if add_key else "the final commit of"
+                raise EndpointError(f"{what} {self.schema.name} failed: {pgc.server_message(exc)}") from exc
 
     async def close(self) -> None:
         await self._pool.close()
