@@ -33,7 +33,9 @@ OnCommit = Callable[[Batch, Checkpoint], Awaitable[None]]
 @dataclass
 class PipelineConfig:
     parallel: int = 1
-    channel_capacity: int = 2
+    # Batches each channel holds; None: as many as there are writers (memory is bounded by
+    # about 2 × capacity + writers + the source's read-ahead, whatever the table's size).
+    channel_capacity: int | None = None
 
 
 def first_cause(exc: BaseException) -> BaseException:
@@ -58,8 +60,9 @@ async def run_table(
 ) -> None:
     """Move every batch of `batches` through `stage` into `writer`. Returns when all are committed."""
     parallel = max(1, min(config.parallel, writer.max_writers))
-    read_ch: Channel[Batch] = Channel(max(1, config.channel_capacity))
-    write_ch: Channel[Batch] = Channel(max(1, config.channel_capacity))
+    capacity = max(1, config.channel_capacity or parallel)
+    read_ch: Channel[Batch] = Channel(capacity)
+    write_ch: Channel[Batch] = Channel(capacity)
     sequencer = CommitSequencer(0)
     # Cumulative counters as of the last commit: the checkpoint recorded with each batch.
     committed = start or Checkpoint(position=None, rows_written=0, rows_failed=0, batches=0)

@@ -225,7 +225,7 @@ class Migration:
                                     batch_size=spec.batch_size, native=native),
                 stage=stage, writer=writer, progress=progress, start=start, gate=self.gate,
                 in_flight=self.in_flight, on_commit=on_commit,
-                config=PipelineConfig(parallel=spec.parallel_batches, channel_capacity=spec.parallel_batches),
+                config=PipelineConfig(parallel=spec.parallel_batches),
             )
             await writer.finish()
         except BaseException:

@@ -1,9 +1,9 @@
 """Streaming CSV reading with exact byte positions.
 
-The file is read in large chunks; the ends of rows are found with numpy (a newline outside quotes
+The file is read in chunks of about 4 MiB, each cut after its last row (a newline outside quotes
 is a row end: RFC 4180 doubles quotes inside quoted fields, so quote parity tells inside from
-outside), and each run of `batch_size` rows is handed to pyarrow's C++ CSV parser in a thread.
-Every batch therefore knows the byte range it came from, which is the resumable checkpoint.
+outside) and handed whole to pyarrow's C++ CSV parser in a thread. Every block therefore starts
+at a known byte offset, which with a row count inside it is the resumable checkpoint.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiofiles
-import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
@@ -26,20 +25,6 @@ from service.core.errors import EndpointError, UnknownTable
 
 CHUNK = 4 << 20
 _BOM = codecs.BOM_UTF8
-
-
-def row_ends(buf: bytes | memoryview, quote: str | None) -> np.ndarray:
-    """Offsets just past each row-ending newline in `buf`, which starts at a row boundary."""
-    a = np.frombuffer(buf, dtype=np.uint8)
-    nl = np.flatnonzero(a == 10)
-    if quote is None or nl.size == 0:
-        return nl + 1
-    q = np.flatnonzero(a == ord(quote))
-    if q.size == 0:
-        return nl + 1
-    inside = np.searchsorted(q, nl) % 2 == 1
-    ends: np.ndarray = nl[~inside] + 1
-    return ends
 
 
 @dataclass(frozen=True)
@@ -66,17 +51,12 @@ class CsvFile:
         try:
             async with aiofiles.open(self.path, "rb") as f:
                 head = await f.read(1 << 20)
-                while True:
-                    ends = row_ends(head, self.options.quote)
-                    more = b"" if ends.size else await f.read(1 << 20)
-                    if not more:
-                        break
+                while not self.first_row_end(head) and (more := await f.read(1 << 20)):
                     head += more
         except OSError as exc:
             raise EndpointError(f"cannot read CSV file {self.path}: {exc.strerror}") from None
         bom = len(_BOM) if head.startswith(_BOM) else 0
-        ends = row_ends(head[bom:], self.options.quote)
-        first_end = int(ends[0]) + bom if ends.size else len(head)
+        first_end = (self.first_row_end(head[bom:]) or len(head) - bom) + bom
         line = self._decode(head[bom:first_end]).rstrip("\r\n")
         fields = next(csv.reader([line], delimiter=self.options.delimiter, quotechar=self.options.quote or '"',
                                  quoting=csv.QUOTE_MINIMAL if self.options.quote else csv.QUOTE_NONE), [])
@@ -109,6 +89,18 @@ class CsvFile:
     @property
     def data_start(self) -> int:
         return self._data_start
+
+    def first_row_end(self, buf: bytes) -> int:
+        """Offset just past the first complete row in `buf` (which starts at a row boundary), or 0."""
+        quote = self.options.quote.encode() if self.options.quote else None
+        start, quotes = 0, 0
+        pos = buf.find(b"\n")
+        while pos >= 0:
+            quotes += buf.count(quote, start, pos) if quote else 0
+            if quotes % 2 == 0:
+                return pos + 1
+            start, pos = pos, buf.find(b"\n", pos + 1)
+        return 0
 
     def last_row_end(self, buf: bytes) -> int:
         """Offset just past the last complete row in `buf` (which starts at a row boundary), or 0."""

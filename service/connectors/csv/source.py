@@ -8,11 +8,10 @@ import re
 from collections.abc import AsyncGenerator
 from pathlib import Path
 
-import aiofiles
 import pyarrow as pa
 
 from service.connectors.csv.dialect import CsvOptions, table_path
-from service.connectors.csv.reader import CHUNK, Block, CsvFile, row_ends
+from service.connectors.csv.reader import Block, CsvFile
 from service.core.batch import Batch, NativeFormat, Position, Reject
 from service.core.errors import EndpointError, UnknownTable
 from service.core.schema import Column, TableSchema
@@ -67,24 +66,18 @@ class CsvSource:
         """Rows in the file; with `exact=False` an estimate from the first block's row size."""
         f = self._file(table)
         await f.open()
-        if not exact:
-            size = f.path.stat().st_size - f.data_start
-            async for block in f.blocks(None):
-                if block.end - block.start >= size:  # the whole file is one block: count exactly
-                    sample, _ = await asyncio.to_thread(f.parse, block.data, dict.fromkeys(f.names, pa.string()), 1)
-                    return int(sample.num_rows)
-                lines = bytes(block.data).count(b"\n")  # a newline inside quotes only skews the estimate
-                return round(size * lines / (block.end - block.start))
-            return 0
-        n, tail = 0, b""
-        async with aiofiles.open(f.path, "rb") as fh:
-            await fh.seek(f.data_start)
-            while chunk := await fh.read(CHUNK):
-                buf = tail + chunk
-                ends = await asyncio.to_thread(row_ends, buf, self.options.quote)
-                n += int(ends.size)
-                tail = buf[int(ends[-1]):] if ends.size else buf
-        return n + (1 if tail.strip() else 0)
+        size = f.path.stat().st_size - f.data_start
+        as_text = dict.fromkeys(f.names, pa.string())
+        n = 0
+        async with contextlib.aclosing(f.blocks(None)) as blocks:
+            async for block in blocks:
+                if not exact and block.end - block.start < size:
+                    lines = bytes(block.data).count(b"\n")  # a newline inside quotes only skews it
+                    return round(size * lines / (block.end - block.start))
+                # Exact: the same parser as the read, so quoting, blank and ragged lines count alike.
+                rows, rejects = await asyncio.to_thread(f.parse, block.data, as_text, 1)
+                n += rows.num_rows + len(rejects)
+        return n
 
     def native_formats(self, schema: TableSchema) -> frozenset[NativeFormat]:
         return frozenset()

@@ -270,10 +270,26 @@ MESSAGE = 256 << 10
 
 
 async def _once(pieces: list[bytes]) -> AsyncIterator[bytes | memoryview]:
+    """`pieces` as CopyData messages of about MESSAGE bytes: large pieces are cut (views, no
+    copy); small ones (COPY output arrives in ~16 KiB chunks) are joined, for fewer sends."""
+    pending: list[bytes] = []
+    size = 0
     for piece in pieces:
-        view = memoryview(piece)
-        for i in range(0, len(view), MESSAGE):
-            yield view[i : i + MESSAGE]
+        if len(piece) >= MESSAGE:
+            if pending:
+                yield b"".join(pending)
+                pending, size = [], 0
+            view = memoryview(piece)
+            for i in range(0, len(view), MESSAGE):
+                yield view[i : i + MESSAGE]
+            continue
+        pending.append(piece)
+        size += len(piece)
+        if size >= MESSAGE:
+            yield b"".join(pending)
+            pending, size = [], 0
+    if pending:
+        yield b"".join(pending)
 
 
 def _encoder_for(field: pa.Field, pg_type: str) -> EncoderBuilder:
