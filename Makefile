@@ -27,7 +27,7 @@ demo: $(STAMP)
 
 run: $(STAMP) demo
 	@rm -f data/demo-target.db
-	$(BIN)/migrator run --source csv:///demo --target sqlite:///demo-target.db --batch-size 5000
+	$(BIN)/migrator run --again --source csv:///demo --target sqlite:///demo-target.db --batch-size 5000
 	$(BIN)/migrator serve
 
 test: $(STAMP) deps

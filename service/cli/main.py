@@ -41,6 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--on-error", choices=["reject", "skip_batch", "stop"], dest="onError")
     run.add_argument("--timeout", type=float)
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument("--again", action="store_true",
+                     help="run a spec that already completed once more (its rows are written again)")
     run.add_argument("--verbose", "-v", action="store_true", help="log what the run does to stderr")
     demo = sub.add_parser("demo", help="write demo CSV data (users, products, orders) into the data folder")
     demo.add_argument("--folder", type=Path, help="where to write (default: $MIGRATOR_DATA_DIR/demo)")
@@ -70,6 +72,12 @@ async def _run(args: argparse.Namespace, settings: Settings, console: Console) -
     try:
         from service.cli.progress import ProgressView, summary_table  # rich's progress is slow to import
 
+        if not args.again:
+            done = await store.find_latest(spec.fingerprint())
+            if done is not None and done.status == "completed":
+                console.print(f"Migration {done.id} with this spec already completed at {done.ended_at}; nothing to "
+                              "do. Use --again to copy the rows once more.", soft_wrap=True)
+                return 0
         record, resumed = await create_or_resume(store, spec, endpoints)
         view = ProgressView(console)
         migration = Migration(record, spec, endpoints, store, listeners=[] if args.quiet else [view])

@@ -103,6 +103,12 @@ class SqliteStateStore:
             " ORDER BY created_at DESC LIMIT 1", (fingerprint, *UNFINISHED)).fetchone())
         return _record(row) if row else None
 
+    async def find_latest(self, fingerprint: str) -> MigrationRecord | None:
+        row = await self.db.run(lambda c: c.execute(
+            f"SELECT {_MIGRATION_COLS} FROM migrations WHERE fingerprint = ? ORDER BY created_at DESC LIMIT 1",
+            (fingerprint,)).fetchone())
+        return _record(row) if row else None
+
     async def list_migrations(self, limit: int = 100) -> list[MigrationRecord]:
         rows = await self.db.run(lambda c: c.execute(
             f"SELECT {_MIGRATION_COLS} FROM migrations ORDER BY created_at DESC LIMIT ?", (limit,)).fetchall())

@@ -46,8 +46,22 @@ async def test_running_a_finished_migration_again_does_not_copy_rows_twice(
     second = await cli.run(*args)
 
     assert first.returncode == 0, first.stderr
-    assert second.returncode != 0 or await pg.count_rows(target, "t") == 1000
+    assert second.returncode == 0, second.stderr
+    assert "already completed" in second.stdout and "--again" in second.stdout
+    assert await pg.count_rows(target, "t") == 1000
     assert await pg.digest(target, "t", ["id"]) == await pg.digest(pg_dsn, "t", ["id"])
+
+
+async def test_again_runs_a_finished_migration_once_more(cli: Cli, data_dir: Path) -> None:
+    (data_dir / "items.csv").write_text("id,name\n1,a\n2,b\n")
+    args = ("run", "--source", "csv:///items.csv", "--target", "sqlite:///items.db")
+
+    assert (await cli.run(*args)).returncode == 0
+    again = await cli.run(*args, "--again")
+
+    assert again.returncode == 0, again.stderr
+    with closing(sqlite3.connect(data_dir / "items.db")) as conn:
+        assert conn.execute("SELECT count(*) FROM items").fetchone()[0] == 4
 
 
 async def test_a_run_with_rejected_rows_exits_zero_and_reports_them(cli: Cli, data_dir: Path, pg_dsn: str) -> None:
