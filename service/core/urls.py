@@ -58,13 +58,6 @@ class EndpointUrl:
         password = urlsplit(self.secret_url).password if "://" in self.secret_url else None
         return text.replace(password, "***") if password else text
 
-    @property
-    def single_csv_table(self) -> str | None:
-        """The table name when a CSV URL names one file rather than a folder."""
-        if self.kind is Kind.CSV and self.path is not None and self.path.suffix.lower() == ".csv":
-            return self.path.stem
-        return None
-
 
 def mask(url: str) -> str:
     """The URL with any password replaced by `***` (safe to log and return)."""

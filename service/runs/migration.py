@@ -93,8 +93,10 @@ class Migration:
         await self.store.set_status(self.id, status, error=error, started=started, ended=ended)
         self._emit(StatusChanged(self.id, status, error))
 
-    async def _log(self, level: str, message: str, **fields: object) -> None:
-        entry = LogEntry(timestamp=now(), level=level, message=message, **fields)  # type: ignore[arg-type]
+    async def _log(self, level: str, message: str, *, table: str | None = None, batch: int | None = None,
+                   record_id: str | None = None, value: str | None = None, error: str | None = None) -> None:
+        entry = LogEntry(timestamp=now(), level=level, message=message, table=table, batch=batch,
+                         record_id=record_id, value=value, error=error)
         await self.store.add_log(self.id, entry)
         log.log(logging.getLevelName(level), "%s: %s", self.id, message)
 
@@ -150,7 +152,7 @@ class Migration:
                     p.status = TableStatus.CANCELLED
             await asyncio.shield(self._finish_status("cancelled", None))
             raise
-        except BaseException as exc:
+        except Exception as exc:
             cause = first_cause(exc)
             message = cause.message if isinstance(cause, MigratorError) else f"{type(cause).__name__}: {cause}"
             message = self.endpoints.target.redact(self.endpoints.source.redact(message))
