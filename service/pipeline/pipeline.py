@@ -63,6 +63,9 @@ async def run_table(
     capacity = max(1, config.channel_capacity or parallel)
     read_ch: Channel[Batch] = Channel(capacity)
     write_ch: Channel[Batch] = Channel(capacity)
+    # Batches read and not yet committed: one per writer plus the one being prepared. This, not
+    # the channels' sum, bounds memory (with the source's own read-ahead), at any table size.
+    credits = asyncio.Semaphore(parallel + 1)
     sequencer = CommitSequencer(0)
     # Cumulative counters as of the last commit: the checkpoint recorded with each batch.
     committed = start or Checkpoint(position=None, rows_written=0, rows_failed=0, batches=0)
@@ -80,15 +83,24 @@ async def run_table(
 
     async def _produce(it: AsyncIterator[Batch]) -> None:
         while True:
-            await gate.passage()
+            # The credit first, the gate last: nothing may wait between passing the gate and
+            # counting the read in flight, or a pause could complete and a read still start.
+            await credits.acquire()
+            try:
+                await gate.passage()
+            except BaseException:
+                credits.release()
+                raise
             flight(1)  # counted before reading, so a pause waits for this read too
             try:
                 batch = await anext(it, None)
             except BaseException:
                 flight(-1)
+                credits.release()
                 raise
             if batch is None:
                 flight(-1)
+                credits.release()
                 break
             progress.read += batch.rows_read
             await read_ch.put(batch)
@@ -125,6 +137,7 @@ async def run_table(
             finally:
                 await sequencer.advance(batch.seq)
                 flight(-1)
+                credits.release()
 
     try:
         async with asyncio.TaskGroup() as tg:
