@@ -93,8 +93,8 @@ async def test_a_stalled_writer_stops_the_reader_after_a_bounded_number_of_batch
     await asyncio.sleep(0.3)
     read_while_stalled = run.source.batches_read
     await asyncio.sleep(0.2)
-    # writers (2) + two channels (2 each) + one batch in the stage's hand + one in the producer's
-    assert read_while_stalled <= 2 + 2 * 2 + 2
+    # read and not committed: one per writer (2) plus the one being prepared, whatever the channels hold
+    assert read_while_stalled <= 2 + 1
     assert run.source.batches_read == read_while_stalled
     assert run.writer.rows == []
     run.writer.hold.set()
