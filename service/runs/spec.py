@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Literal
 
 import orjson
-import yaml
 
 from service.connectors.csv.dialect import CsvOptions
 from service.core.errors import InvalidSpec
@@ -59,6 +58,8 @@ class MigrationSpec:
             text = path.read_text()
         except OSError as exc:
             raise InvalidSpec([f"cannot read spec file {path}: {exc.strerror}"]) from None
+        import yaml  # only spec files need it
+
         try:
             data = yaml.safe_load(text) if path.suffix.lower() in (".yaml", ".yml") else orjson.loads(text)
         except (yaml.YAMLError, orjson.JSONDecodeError) as exc:
