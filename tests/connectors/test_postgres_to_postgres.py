@@ -210,3 +210,22 @@ async def test_arrays_of_a_domain_and_of_an_enum_arrive_as_arrays_of_their_base_
     assert await pg.column_types(pg_dsn, "tallies") == {"id": "integer", "counts": "integer[]", "moods": "text[]"}
     sql = "SELECT id, counts::int[], moods::text[] FROM tallies ORDER BY id"
     assert await pg.fetch(pg_dsn, sql) == await pg.fetch(source_dsn, sql)
+
+
+async def test_arrays_of_enums_and_domains_arrive_as_arrays_of_their_base_type(
+    store: SqliteStateStore, data_dir: Path, pg_dsn: str, new_pg_db: object
+) -> None:
+    source = await new_pg_db()  # type: ignore[operator]
+    await pg.execute(
+        source,
+        "CREATE TYPE colour AS ENUM ('red', 'green')",
+        "CREATE DOMAIN small AS integer CHECK (VALUE < 100)",
+        "CREATE TABLE palettes (id int PRIMARY KEY, colours colour[], sizes small[])",
+        "INSERT INTO palettes VALUES (1, '{red,green}', '{1,2}'), (2, '{}', NULL), (3, NULL, '{99}')",
+    )
+
+    await run(store, data_dir, source, pg_dsn, "palettes")
+
+    assert await pg.fetch(pg_dsn, "SELECT id, colours::text, sizes::text FROM palettes ORDER BY id") == [
+        (1, "{red,green}", "{1,2}"), (2, "{}", None), (3, None, "{99}")]
+    assert await pg.column_types(pg_dsn, "palettes") == {"id": "integer", "colours": "text[]", "sizes": "integer[]"}
