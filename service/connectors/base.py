@@ -3,15 +3,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Awaitable, Callable
-from typing import Protocol
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from typing import Literal, Protocol
 
-from service.core.batch import Batch, Checkpoint, NativeFormat, Position
+from service.core.batch import Batch, Checkpoint, NativeFormat, Position, Reject
 from service.core.schema import TableSchema
 
-# Called by a TableWriter once its batch is ready to commit: waits for the batch's turn and
-# returns the checkpoint the commit must record.
-CommitTurn = Callable[[], Awaitable[Checkpoint]]
+# Called by a TableWriter once its batch is ready to commit, with the rows the target refused
+# (now rejects): waits for the batch's turn and returns the checkpoint the commit must record.
+CommitTurn = Callable[[Sequence[Reject]], Awaitable[Checkpoint]]
+# Rows the target refuses: find them and load the rest, reject the whole batch, or fail the run.
+OnRefusal = Literal["reject", "skip_batch", "fail"]
 
 
 class Source(Protocol):
@@ -64,8 +66,7 @@ class TableWriter(Protocol):
     schema: TableSchema
     created: bool
     max_writers: int
-    # Rows the target refuses: "reject" (find them, load the rest), "skip_batch", or "fail".
-    on_refusal: str
+    on_refusal: OnRefusal
 
     def native_formats(self, source: TableSchema) -> frozenset[NativeFormat]:
         """Payload formats this writer accepts from `source` as they are."""
@@ -77,7 +78,8 @@ class TableWriter(Protocol):
         ...
 
     async def write(self, batch: Batch, turn: CommitTurn) -> Checkpoint:
-        """Stage `batch`, wait for `turn()`, then commit the rows and the checkpoint together."""
+        """Stage `batch`, call `turn(refused)` with the rows the target refused, then commit the
+        remaining rows and the checkpoint together."""
         ...
 
     async def finish(self) -> None:

@@ -44,14 +44,14 @@ class Reject:
 
 @dataclass
 class Batch:
-    """Rows `(after, upto]` of one table in the source's read order.
+    """A run of rows of one table in the source's read order, up to and including `upto`.
 
-    `upto` becomes the table's checkpoint once the target has committed this batch.
+    `upto` becomes the table's checkpoint once the target has committed this batch. Invariant:
+    `rows_read == rows + len(rejects)`; an Arrow batch's `data` holds exactly the `rows`.
     """
 
     seq: int
     table: str
-    after: Position
     upto: Position
     first_row: int
     data: pa.RecordBatch | NativePayload
@@ -60,9 +60,7 @@ class Batch:
 
     @property
     def rows(self) -> int:
-        """Rows to be written (read minus rejected)."""
-        if isinstance(self.data, pa.RecordBatch):
-            return int(self.data.num_rows)
+        """Rows to be written: read minus rejected (whoever rejected them)."""
         return self.rows_read - len(self.rejects)
 
 

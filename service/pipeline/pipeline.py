@@ -14,11 +14,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
 
 from service.connectors.base import TableWriter
-from service.core.batch import Batch, Checkpoint
+from service.core.batch import Batch, Checkpoint, Reject
 from service.pipeline.channel import Channel
 from service.pipeline.gate import Gate
 from service.pipeline.progress import InFlight, TableProgress
@@ -115,18 +115,23 @@ async def run_table(
         nonlocal committed
         async for batch in write_ch:
 
-            async def turn(batch: Batch = batch) -> Checkpoint:
+            refused: list[Reject] = []
+
+            async def turn(refusals: Sequence[Reject], batch: Batch = batch) -> Checkpoint:
                 # `committed` is read late on purpose: the cumulative counts as of our turn.
+                refused.extend(refusals)
                 await sequencer.wait_turn(batch.seq)
                 return Checkpoint(
                     position=batch.upto,
-                    rows_written=committed.rows_written + batch.rows,
-                    rows_failed=committed.rows_failed + len(batch.rejects),
+                    rows_written=committed.rows_written + batch.rows - len(refused),
+                    rows_failed=committed.rows_failed + len(batch.rejects) + len(refused),
                     batches=committed.batches + 1,
                     sink_state=committed.sink_state,
                 )
 
             checkpoint = await writer.write(batch, turn)
+            if refused:  # rows the target refused are rejects of this batch like any other
+                batch = replace(batch, rejects=[*batch.rejects, *refused])
             # We still hold the turn: the state store sees checkpoints in order.
             try:
                 committed = checkpoint

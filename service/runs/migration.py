@@ -184,7 +184,7 @@ class Migration:
         progress = self.tables[schema.name]
         target = spec.target_name(schema.name)
         writer = await sink.open_table(schema, target, self.id)
-        writer.on_refusal = {"reject": "reject", "skip_batch": "skip_batch", "stop": "fail"}[spec.on_error]
+        writer.on_refusal = "fail" if spec.on_error == "stop" else spec.on_error
         if schema.native_kind == "csv" and not writer.created:
             # Text has no types of its own: parse it straight into the existing table's types
             # (except columns whose type the spec sets explicitly).

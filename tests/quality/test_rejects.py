@@ -93,3 +93,5 @@ async def test_a_value_the_target_database_refuses_is_rejected_and_the_rest_load
     assert sorted((r.row, r.column, r.value) for r in await store.rejects(migration.id)) == [
         (2, "token", "not-a-uuid"), (3, "code", "toolong")]
     assert await pg.fetch(pg_dsn, "SELECT id, code FROM tokens ORDER BY id") == [(1, "abc"), (4, "ghi")]
+    progress = migration.tables["tokens"]
+    assert (progress.written, progress.failed) == (2, 2)

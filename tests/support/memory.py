@@ -58,7 +58,7 @@ class ListSource:
                 raise self.error
             chunk = rows[lo:lo + batch_size]
             self.batches_read += 1
-            yield Batch(seq=seq, table=schema.name, after=lo, upto=lo + len(chunk), first_row=start_row + lo - start,
+            yield Batch(seq=seq, table=schema.name, upto=lo + len(chunk), first_row=start_row + lo - start,
                         data=pa.RecordBatch.from_pylist(chunk, schema=schema.arrow_schema()), rows_read=len(chunk))
 
     async def close(self) -> None:
@@ -99,7 +99,7 @@ class ListTableWriter:
         if self._fail_on == batch.seq:
             assert self._error is not None
             raise self._error
-        checkpoint = await turn()
+        checkpoint = await turn(())
         assert isinstance(batch.data, pa.RecordBatch)
         self.rows.extend(batch.data.to_pylist())
         self.checkpoints.append(checkpoint)

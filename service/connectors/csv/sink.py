@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pyarrow.csv as pacsv
 
-from service.connectors.base import CommitTurn
+from service.connectors.base import CommitTurn, OnRefusal
 from service.connectors.csv.dialect import CsvOptions, table_path
 from service.core.arrow_text import printable
 from service.core.batch import Batch, Checkpoint, NativeFormat, NativePayload
@@ -59,7 +59,7 @@ class CsvSink:
 
 
 class CsvTableWriter:
-    on_refusal = "fail"  # nothing to isolate: conformed rows are never refused here
+    on_refusal: OnRefusal = "fail"  # nothing to isolate: conformed rows are never refused here
     max_writers = 1  # one file, appended in order
 
     def __init__(self, path: Path, partial: Path, source: TableSchema, name: str, options: CsvOptions) -> None:
@@ -140,7 +140,7 @@ class CsvTableWriter:
             end = await asyncio.to_thread(append)
         except OSError as exc:
             raise TerminalError(f"cannot write CSV file {self.path}: {exc.strerror}") from None
-        checkpoint = replace(await turn(), sink_state=end)
+        checkpoint = replace(await turn(()), sink_state=end)
         self._offset = end
         return checkpoint
 

@@ -102,9 +102,9 @@ class CsvSource:
         async with contextlib.aclosing(f.blocks(block_at)) as blocks:
             async for block in blocks:
                 table, rejects = await asyncio.to_thread(_parse_typed, f, block.data, types, row)
-                for batch in _split(schema, block, table, rejects, batch_size, skip, seq, row, after):
+                for batch in _split(schema, block, table, rejects, batch_size, skip, seq, row):
                     yield batch
-                    seq, row, after = seq + 1, row + batch.rows_read, batch.upto
+                    seq, row = seq + 1, row + batch.rows_read
                 skip = 0
 
     async def close(self) -> None:
@@ -112,7 +112,7 @@ class CsvSource:
 
 
 def _split(schema: TableSchema, block: Block, table: pa.Table, rejects: list[Reject], batch_size: int, skip: int,
-           seq: int, row: int, after: Position) -> list[Batch]:
+           seq: int, row: int) -> list[Batch]:
     """The batches of one parsed block, without its first `skip` rows (taken before a resume).
     A batch's position is [block start, rows of the block taken]; the block's last batch ends at
     [next block start, 0]. Ragged rows of the block travel, as rejects, with its last batch."""
@@ -130,9 +130,9 @@ def _split(schema: TableSchema, block: Block, table: pa.Table, rejects: list[Rej
         last = i == len(parts) - 1
         mine = rejects if last else []
         upto: Position = [block.end, 0] if last else [block.start, taken]
-        out.append(Batch(seq=seq, table=schema.name, after=after, upto=upto, first_row=row, data=data,
+        out.append(Batch(seq=seq, table=schema.name, upto=upto, first_row=row, data=data,
                          rows_read=data.num_rows + len(mine), rejects=mine))
-        seq, row, after = seq + 1, row + data.num_rows + len(mine), upto
+        seq, row = seq + 1, row + data.num_rows + len(mine)
     return out
 
 

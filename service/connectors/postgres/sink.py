@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from pgpq._pgpq import EncoderBuilder
 
 from service.connectors import ledger
-from service.connectors.base import CommitTurn
+from service.connectors.base import CommitTurn, OnRefusal
 from service.connectors.postgres import connection as pgc
 from service.connectors.postgres.types import arrow_type, binary_encodable, pg_type_for
 from service.core.arrow_text import printable
@@ -113,9 +113,8 @@ _REFUSALS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
 
 
 class PostgresTableWriter:
-    # What to do with rows the server refuses: "reject" finds them (bisection) and loads the rest,
-    # "skip_batch" rejects the whole batch, "fail" fails the run. The run sets it from `onError`.
-    on_refusal = "reject"
+    # "reject" finds refused rows by bisection and loads the rest; set by the run from `onError`.
+    on_refusal: OnRefusal = "reject"
 
     def __init__(
         self,
@@ -205,6 +204,7 @@ class PostgresTableWriter:
 
     async def write(self, batch: Batch, turn: CommitTurn) -> Checkpoint:
         payload, fmt = await self._payload(batch) if batch.rows else ([], "binary")
+        refused: list[Reject] = []
         async with self._pool.acquire() as conn:
             try:
                 async with conn.transaction():
@@ -217,15 +217,12 @@ class PostgresTableWriter:
                                 raise
                             data = batch.data
                             if self.on_refusal == "skip_batch":
-                                refused = [Reject(batch.table, batch.first_row + i, None, None, None, "skip_batch",
+                                refused += [Reject(batch.table, batch.first_row + i, None, None, None, "skip_batch",
                                                   f"batch skipped: refused by PostgreSQL: {pgc.server_message(exc)}")
                                            for i in range(data.num_rows)]
                             else:
-                                refused = await self._isolate(conn, batch, data, 0, exc)
-                            # The turn below counts what this batch really wrote and rejected.
-                            batch.rejects = [*batch.rejects, *refused]
-                            batch.data = data.slice(0, data.num_rows - len(refused))
-                    checkpoint = await turn()
+                                refused += await self._isolate(conn, batch, data, 0, exc)
+                    checkpoint = await turn(refused)
                     await conn.execute(
                         ledger.save_sql(ledger.dollar), *ledger.save_args(checkpoint, self._migration_id, self.schema.name)
                     )

@@ -121,11 +121,10 @@ class PostgresSource:
                     parsed = await asyncio.to_thread(parse_copy_csv, b"".join(payload), schema)
                     data, rows = parsed, parsed.num_rows
                 if rows:
-                    yield Batch(seq=seq, table=schema.name, after=after, upto=upto, first_row=row, data=data,
+                    yield Batch(seq=seq, table=schema.name, upto=upto, first_row=row, data=data,
                                 rows_read=rows)
                     seq += 1
                     row += rows
-                after = upto
         finally:
             for _, task in ahead:
                 task.cancel()

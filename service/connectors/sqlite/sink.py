@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from service.connectors import ledger
-from service.connectors.base import CommitTurn
+from service.connectors.base import CommitTurn, OnRefusal
 from service.connectors.sqlite.types import SqliteDatabase, arrow_type, declared_type, quote_ident
 from service.core.batch import Batch, Checkpoint, NativeFormat, NativePayload
 from service.core.errors import EndpointError, InvalidInput
@@ -69,7 +69,7 @@ class SqliteSink:
 
 
 class SqliteTableWriter:
-    on_refusal = "fail"  # nothing to isolate: conformed rows are never refused here
+    on_refusal: OnRefusal = "fail"  # nothing to isolate: conformed rows are never refused here
     max_writers = 1  # SQLite has one writer at a time
 
     def __init__(self, db: SqliteDatabase, schema: TableSchema, columns: list[str], migration_id: str,
@@ -95,7 +95,7 @@ class SqliteTableWriter:
         if isinstance(batch.data, NativePayload):
             raise EndpointError(f"SQLite sink cannot take a {batch.data.format} payload")
         rows = _rows(batch.data.select(self._columns)) if batch.rows else []
-        checkpoint = await turn()
+        checkpoint = await turn(())
 
         def commit(c: sqlite3.Connection) -> None:
             c.execute("BEGIN IMMEDIATE")

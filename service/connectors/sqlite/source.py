@@ -91,7 +91,7 @@ class SqliteSource:
             columns = list(zip(*rows))[n:]
             arrays = [_to_arrow(list(values), col.type) for values, col in zip(columns, schema.columns)]
             data = pa.RecordBatch.from_arrays(arrays, names=schema.column_names)
-            yield Batch(seq=seq, table=schema.name, after=after, upto=upto, first_row=row, data=data,
+            yield Batch(seq=seq, table=schema.name, upto=upto, first_row=row, data=data,
                         rows_read=len(rows))
             seq += 1
             row += len(rows)
