@@ -9,6 +9,7 @@ rejected rows ever become Python objects.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from dataclasses import replace
 
 import pyarrow as pa
@@ -34,6 +35,15 @@ def cast(array: pa.Array, to: pa.DataType) -> pa.Array:
         with_zone = pc.cast(pc.if_else(zoned, array, pa.scalar(None, array.type)), to)
         naive = pc.cast(pc.if_else(zoned, pa.scalar(None, array.type), array), pa.timestamp(to.unit))
         return pc.if_else(zoned, with_zone, pc.assume_timezone(naive, to.tz))
+
+
+def _keep(n: int, drop: Iterable[int]) -> pa.BooleanArray:
+    """A mask of `n` rows, false at `drop`: built in a byte buffer, so only the dropped rows cost
+    Python work."""
+    flags = bytearray(b"\x01") * n
+    for i in drop:
+        flags[i] = 0
+    return pc.not_equal(pa.Array.from_buffers(pa.uint8(), n, [None, pa.py_buffer(flags)]), 0)
 
 
 def _failing(array: pa.Array, to: pa.DataType) -> list[int]:
@@ -95,8 +105,7 @@ class ConformStage:
                         value = array[i].as_py()
                         bad.setdefault(i, self._reject(batch, data, i, name, value, "type",
                                                        f"cannot convert {value!r} to {self._type_name(name)}"))
-                    ok = pa.array([i not in bad for i in range(len(array))])
-                    array = cast(pc.if_else(ok, array, pa.scalar(None, array.type)), to)
+                    array = cast(pc.if_else(_keep(len(array), bad), array, pa.scalar(None, array.type)), to)
             if name in self.required and array.null_count:
                 for i in pc.indices_nonzero(pc.is_null(array)).to_pylist():
                     bad.setdefault(i, self._reject(batch, data, i, name, None, "required",
@@ -104,8 +113,7 @@ class ConformStage:
             arrays.append(array)
         out = pa.RecordBatch.from_arrays(arrays, schema=pa.schema([pa.field(c, self.types[c]) for c in self.columns]))
         if bad:
-            keep = pa.array([i not in bad for i in range(out.num_rows)])
-            out = out.filter(keep)
+            out = out.filter(_keep(out.num_rows, bad))
             return replace(batch, data=out, rejects=[*batch.rejects, *bad.values()])
         return replace(batch, data=out)
 
