@@ -213,13 +213,17 @@ class Migration:
             stage = _with_policy(ConformStage(schema, writer.schema), spec)
 
             async def on_commit(batch: Batch, checkpoint: Checkpoint) -> None:
-                await self.store.save_checkpoint(self.id, schema.name, checkpoint, batch.rejects)
-                await self._log("INFO", f"Batch {checkpoint.batches}: {batch.rows} records migrated",
-                                table=schema.name, batch=checkpoint.batches)
-                for r in batch.rejects[:MAX_REJECT_LOGS_PER_BATCH]:
-                    await self._log("ERROR", r.message, table=schema.name, batch=checkpoint.batches,
-                                    record_id=r.key or (str(r.row) if r.row is not None else None), value=r.value,
-                                    error=f"{r.rule}: {r.message}")
+                # One state-store transaction per batch: we hold the commit turn meanwhile.
+                n, at = checkpoint.batches, now()
+                entries = [LogEntry(at, "INFO", f"Batch {n}: {batch.rows} records migrated", table=schema.name,
+                                    batch=n)]
+                entries += [LogEntry(at, "ERROR", r.message, table=schema.name, batch=n,
+                                     record_id=r.key or (str(r.row) if r.row is not None else None), value=r.value,
+                                     error=f"{r.rule}: {r.message}")
+                            for r in batch.rejects[:MAX_REJECT_LOGS_PER_BATCH]]
+                await self.store.save_checkpoint(self.id, schema.name, checkpoint, batch.rejects, entries)
+                for e in entries:
+                    log.log(logging.getLevelName(e.level), "%s: %s", self.id, e.message)
                 self._emit(BatchCommitted(self.id, progress, checkpoint.batches, batch.rows, tuple(batch.rejects)))
 
             await run_table(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -143,7 +144,7 @@ class SqliteStateStore:
         return [TableState(migration_id, r[0], r[1], r[2], r[3], _checkpoint(r[4:])) for r in rows]
 
     async def save_checkpoint(self, migration_id: str, table: str, checkpoint: Checkpoint,
-                              rejects: list[Reject]) -> None:
+                              rejects: Sequence[Reject], logs: Sequence[LogEntry] = ()) -> None:
         def save(c: sqlite3.Connection) -> None:
             with c:
                 c.execute("BEGIN")
@@ -157,6 +158,7 @@ class SqliteStateStore:
                         "INSERT INTO rejects (migration_id, table_name, row, key, column_name, value, rule, message)"
                         " VALUES (?,?,?,?,?,?,?,?)",
                         [(migration_id, r.table, r.row, r.key, r.column, r.value, r.rule, r.message) for r in rejects])
+                _insert_logs(c, migration_id, logs)
         await self.db.run(save)
 
     async def load_checkpoint(self, migration_id: str, table: str) -> Checkpoint | None:
@@ -166,11 +168,7 @@ class SqliteStateStore:
         return _checkpoint(row) if row else None
 
     async def add_log(self, migration_id: str, entry: LogEntry) -> None:
-        await self.db.run(lambda c: c.execute(
-            "INSERT INTO logs (migration_id, timestamp, level, message, table_name, batch, record_id, value, error)"
-            " VALUES (?,?,?,?,?,?,?,?,?)",
-            (migration_id, entry.timestamp, entry.level, entry.message, entry.table, entry.batch, entry.record_id,
-             entry.value, entry.error)))
+        await self.db.run(lambda c: _insert_logs(c, migration_id, [entry]))
 
     async def logs(self, migration_id: str, *, level: str | None = None, table: str | None = None,
                    limit: int = 1000, after: int | None = None) -> list[LogEntry]:
@@ -204,6 +202,15 @@ class SqliteStateStore:
 
     async def close(self) -> None:
         await self.db.close()
+
+
+def _insert_logs(c: sqlite3.Connection, migration_id: str, entries: Sequence[LogEntry]) -> None:
+    if entries:
+        c.executemany(
+            "INSERT INTO logs (migration_id, timestamp, level, message, table_name, batch, record_id, value, error)"
+            " VALUES (?,?,?,?,?,?,?,?,?)",
+            [(migration_id, e.timestamp, e.level, e.message, e.table, e.batch, e.record_id, e.value, e.error)
+             for e in entries])
 
 
 def _checkpoint(r: tuple[object, ...] | None) -> Checkpoint | None:
