@@ -83,7 +83,7 @@ class PostgresSink:
             )
         pool = await asyncpg.create_pool(
             self.url.secret_url,
-            min_size=0,
+            min_size=self._parallel,  # opened together now, not one by one on the first writes
             max_size=self._parallel,
             timeout=self._timeout,
             # Batches commit without waiting for the WAL flush. Still exact: a server crash loses
