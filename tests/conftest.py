@@ -16,7 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
-from service.store import SqliteStateStore, open_state_store
+from service.store import StateStore, open_state_store
 from tests.support.cli import Cli
 from tests.support.pgcluster import Cluster
 
@@ -99,8 +99,8 @@ def state_url(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-async def store(state_url: str) -> AsyncIterator[SqliteStateStore]:
-    opened = await open_state_store(state_url).open()
+async def store(state_url: str) -> AsyncIterator[StateStore]:
+    opened = await open_state_store(state_url)
     try:
         yield opened
     finally:

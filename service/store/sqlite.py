@@ -9,15 +9,13 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 
-import orjson
-
 from service.core.batch import Checkpoint, Reject
-from service.core.errors import ConfigError
 from service.core.sqlite_thread import SqliteDatabase
+from service.store import rows as stored
 from service.store.base import UNFINISHED, LogEntry, MigrationRecord, TableState
+from service.store.rows import now
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS migrations (
@@ -41,36 +39,6 @@ CREATE INDEX IF NOT EXISTS rejects_migration ON rejects (migration_id, table_nam
 """
 
 
-def now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def open_state_store(url: str, *, base: Path | None = None) -> SqliteStateStore:
-    """The store named by MIGRATOR_STATE_URL (relative sqlite paths resolve from `base`, the cwd)."""
-    if url.startswith("sqlite://"):
-        rest = url.split("://", 1)[1]
-        if not rest.startswith("/") or rest == "/":
-            raise ConfigError(f"MIGRATOR_STATE_URL {url!r} must look like sqlite:///var/state.db")
-        raw = rest[1:]
-        path = Path(raw) if raw.startswith("/") else (base or Path.cwd()) / raw
-        return SqliteStateStore(path)
-    raise ConfigError("a PostgreSQL state store is not available yet; use MIGRATOR_STATE_URL=sqlite:///…")
-
-
-def _record(r: tuple[object, ...]) -> MigrationRecord:
-    return MigrationRecord(
-        id=str(r[0]), fingerprint=str(r[1]), spec=orjson.loads(str(r[2])), source=str(r[3]), target=str(r[4]),
-        status=str(r[5]), created_at=str(r[6]), started_at=_text(r[7]), ended_at=_text(r[8]), error=_text(r[9]),
-    )
-
-
-def _text(v: object) -> str | None:
-    return None if v is None else str(v)
-
-
-_MIGRATION_COLS = "id, fingerprint, spec, source, target, status, created_at, started_at, ended_at, error"
-
-
 class SqliteStateStore:
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -88,32 +56,37 @@ class SqliteStateStore:
 
     async def create_migration(self, record: MigrationRecord) -> None:
         await self.db.run(lambda c: c.execute(
-            f"INSERT INTO migrations ({_MIGRATION_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
-            (record.id, record.fingerprint, orjson.dumps(record.spec).decode(), record.source, record.target,
+            f"INSERT INTO migrations ({stored.MIGRATION_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (record.id, record.fingerprint, stored.to_json(record.spec), record.source, record.target,
              record.status, record.created_at, record.started_at, record.ended_at, record.error)))
 
     async def get_migration(self, migration_id: str) -> MigrationRecord | None:
         row = await self.db.run(lambda c: c.execute(
-            f"SELECT {_MIGRATION_COLS} FROM migrations WHERE id = ?", (migration_id,)).fetchone())
-        return _record(row) if row else None
+            f"SELECT {stored.MIGRATION_COLUMNS} FROM migrations WHERE id = ?", (migration_id,)).fetchone())
+        return stored.migration_record(row) if row else None
 
     async def find_unfinished(self, fingerprint: str) -> MigrationRecord | None:
         marks = ",".join("?" * len(UNFINISHED))
         row = await self.db.run(lambda c: c.execute(
-            f"SELECT {_MIGRATION_COLS} FROM migrations WHERE fingerprint = ? AND status IN ({marks})"
-            " ORDER BY created_at DESC LIMIT 1", (fingerprint, *UNFINISHED)).fetchone())
-        return _record(row) if row else None
+            f"SELECT {stored.MIGRATION_COLUMNS} FROM migrations WHERE fingerprint = ? AND status IN ({marks})"
+            " ORDER BY created_at DESC, rowid DESC LIMIT 1", (fingerprint, *UNFINISHED)).fetchone())
+        return stored.migration_record(row) if row else None
 
     async def find_latest(self, fingerprint: str) -> MigrationRecord | None:
         row = await self.db.run(lambda c: c.execute(
-            f"SELECT {_MIGRATION_COLS} FROM migrations WHERE fingerprint = ? ORDER BY created_at DESC LIMIT 1",
+            f"SELECT {stored.MIGRATION_COLUMNS} FROM migrations WHERE fingerprint = ? ORDER BY created_at DESC, rowid DESC LIMIT 1",
             (fingerprint,)).fetchone())
-        return _record(row) if row else None
+        return stored.migration_record(row) if row else None
 
     async def list_migrations(self, limit: int = 100) -> list[MigrationRecord]:
         rows = await self.db.run(lambda c: c.execute(
-            f"SELECT {_MIGRATION_COLS} FROM migrations ORDER BY created_at DESC LIMIT ?", (limit,)).fetchall())
-        return [_record(r) for r in rows]
+            f"SELECT {stored.MIGRATION_COLUMNS} FROM migrations ORDER BY created_at DESC, rowid DESC LIMIT ?", (limit,)).fetchall())
+        return [stored.migration_record(r) for r in rows]
+
+    async def save_spec(self, migration_id: str, spec: dict[str, object], fingerprint: str) -> None:
+        await self.db.run(lambda c: c.execute(
+            "UPDATE migrations SET spec = ?, fingerprint = ? WHERE id = ?",
+            (stored.to_json(spec), fingerprint, migration_id)))
 
     async def set_status(self, migration_id: str, status: str, *, error: str | None = None,
                          started: bool = False, ended: bool = False) -> None:
@@ -126,7 +99,8 @@ class SqliteStateStore:
 
     async def mark_interrupted(self) -> int:
         cur = await self.db.run(lambda c: c.execute(
-            "UPDATE migrations SET status = 'interrupted' WHERE status IN ('executing', 'pausing', 'paused')"))
+            f"UPDATE migrations SET status = 'interrupted' WHERE status IN ({','.join('?' * len(stored.RUNNING))})",
+            stored.RUNNING))
         return int(cur.rowcount)
 
     async def save_table(self, migration_id: str, table: str, target: str, status: str, total: int | None) -> None:
@@ -139,9 +113,8 @@ class SqliteStateStore:
 
     async def tables(self, migration_id: str) -> list[TableState]:
         rows = await self.db.run(lambda c: c.execute(
-            "SELECT table_name, target, status, total, position, rows_written, rows_failed, batches, sink_state"
-            " FROM tables WHERE migration_id = ? ORDER BY ord", (migration_id,)).fetchall())
-        return [TableState(migration_id, r[0], r[1], r[2], r[3], _checkpoint(r[4:])) for r in rows]
+            f"SELECT {stored.TABLE_COLUMNS} FROM tables WHERE migration_id = ? ORDER BY ord", (migration_id,)).fetchall())
+        return [stored.table_state(migration_id, r) for r in rows]
 
     async def save_checkpoint(self, migration_id: str, table: str, checkpoint: Checkpoint,
                               rejects: Sequence[Reject], logs: Sequence[LogEntry] = ()) -> None:
@@ -151,30 +124,28 @@ class SqliteStateStore:
                 c.execute(
                     "UPDATE tables SET position = ?, rows_written = ?, rows_failed = ?, batches = ?, sink_state = ?"
                     " WHERE migration_id = ? AND table_name = ?",
-                    (orjson.dumps(checkpoint.position).decode(), checkpoint.rows_written, checkpoint.rows_failed,
+                    (stored.to_json(checkpoint.position), checkpoint.rows_written, checkpoint.rows_failed,
                      checkpoint.batches, checkpoint.sink_state, migration_id, table))
                 if rejects:
                     c.executemany(
-                        "INSERT INTO rejects (migration_id, table_name, row, key, column_name, value, rule, message)"
-                        " VALUES (?,?,?,?,?,?,?,?)",
-                        [(migration_id, r.table, r.row, r.key, r.column, r.value, r.rule, r.message) for r in rejects])
+                        f"INSERT INTO rejects (migration_id, {stored.REJECT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)",
+                        [stored.reject_values(migration_id, r) for r in rejects])
                 _insert_logs(c, migration_id, logs)
         await self.db.run(save)
 
     async def load_checkpoint(self, migration_id: str, table: str) -> Checkpoint | None:
         row = await self.db.run(lambda c: c.execute(
-            "SELECT position, rows_written, rows_failed, batches, sink_state FROM tables"
-            " WHERE migration_id = ? AND table_name = ?", (migration_id, table)).fetchone())
-        return _checkpoint(row) if row else None
+            f"SELECT {stored.CHECKPOINT_COLUMNS} FROM tables WHERE migration_id = ? AND table_name = ?",
+            (migration_id, table)).fetchone())
+        return stored.checkpoint(row)
 
     async def add_log(self, migration_id: str, entry: LogEntry) -> None:
         await self.db.run(lambda c: _insert_logs(c, migration_id, [entry]))
 
     async def logs(self, migration_id: str, *, level: str | None = None, table: str | None = None,
                    limit: int = 1000, after: int | None = None) -> list[LogEntry]:
-        levels = {"DEBUG": 0, "INFO": 1, "WARNING": 2, "ERROR": 3}
-        wanted = [k for k, v in levels.items() if v >= levels.get((level or "DEBUG").upper(), 0)]
-        sql = (f"SELECT id, timestamp, level, message, table_name, batch, record_id, value, error FROM logs"
+        wanted = stored.levels_from(level)
+        sql = (f"SELECT {stored.LOG_COLUMNS} FROM logs"
                f" WHERE migration_id = ? AND level IN ({','.join('?' * len(wanted))})")
         args: list[object] = [migration_id, *wanted]
         if table:
@@ -186,11 +157,14 @@ class SqliteStateStore:
         sql += " ORDER BY id LIMIT ?"
         args.append(limit)
         rows = await self.db.run(lambda c: c.execute(sql, args).fetchall())
-        return [LogEntry(timestamp=r[1], level=r[2], message=r[3], table=r[4], batch=r[5], record_id=r[6],
-                         value=r[7], error=r[8], id=r[0]) for r in rows]
+        return [stored.log_entry(r) for r in rows]
+
+    async def delete_logs(self, migration_id: str) -> int:
+        cur = await self.db.run(lambda c: c.execute("DELETE FROM logs WHERE migration_id = ?", (migration_id,)))
+        return int(cur.rowcount)
 
     async def rejects(self, migration_id: str, *, table: str | None = None, limit: int = 10_000) -> list[Reject]:
-        sql = "SELECT table_name, row, key, column_name, value, rule, message FROM rejects WHERE migration_id = ?"
+        sql = f"SELECT {stored.REJECT_COLUMNS} FROM rejects WHERE migration_id = ?"
         args: list[object] = [migration_id]
         if table:
             sql += " AND table_name = ?"
@@ -198,7 +172,7 @@ class SqliteStateStore:
         sql += " ORDER BY id LIMIT ?"
         args.append(limit)
         rows = await self.db.run(lambda c: c.execute(sql, args).fetchall())
-        return [Reject(*r) for r in rows]
+        return [stored.reject(r) for r in rows]
 
     async def close(self) -> None:
         await self.db.close()
@@ -207,14 +181,6 @@ class SqliteStateStore:
 def _insert_logs(c: sqlite3.Connection, migration_id: str, entries: Sequence[LogEntry]) -> None:
     if entries:
         c.executemany(
-            "INSERT INTO logs (migration_id, timestamp, level, message, table_name, batch, record_id, value, error)"
-            " VALUES (?,?,?,?,?,?,?,?,?)",
-            [(migration_id, e.timestamp, e.level, e.message, e.table, e.batch, e.record_id, e.value, e.error)
-             for e in entries])
+            f"INSERT INTO logs (migration_id, {stored.LOG_FIELDS}) VALUES (?,?,?,?,?,?,?,?,?)",
+            [stored.log_values(migration_id, e) for e in entries])
 
-
-def _checkpoint(r: tuple[object, ...] | None) -> Checkpoint | None:
-    if r is None or r[0] is None:
-        return None
-    return Checkpoint(orjson.loads(str(r[0])), int(str(r[1])), int(str(r[2])), int(str(r[3])),
-                      None if r[4] is None else int(str(r[4])))

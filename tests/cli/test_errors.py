@@ -132,7 +132,7 @@ async def test_a_password_never_appears_in_the_output_or_the_state_store(
 
         assert_one_line_error(result, f"127.0.0.1:{port}")
         assert secret not in result.stdout + result.stderr
-    store = await open_state_store(state_url).open()
+    store = await open_state_store(state_url)
     try:
         records = await store.list_migrations()
         logs = [entry for r in records for entry in await store.logs(r.id)]

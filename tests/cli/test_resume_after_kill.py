@@ -82,7 +82,7 @@ async def test_pg_to_csv_run_killed_half_way_resumes_to_a_file_of_exactly_the_so
     await create_big_table(pg_dsn, ROWS)
     out = tmp_path / "out"
     args = ("run", "--source", pg_dsn, "--target", f"csv:///{out}", "--batch-size", BATCH)
-    store = await open_state_store(state_url).open()
+    store = await open_state_store(state_url)
 
     async def committed() -> int:
         """Rows the migration reports committed (a CSV target is a hidden file until the end)."""
