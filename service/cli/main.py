@@ -68,7 +68,7 @@ def _spec(args: argparse.Namespace) -> MigrationSpec:
 async def _run(args: argparse.Namespace, settings: Settings, console: Console) -> int:
     spec = _spec(args)
     endpoints = resolve(spec, settings.data_dir)
-    store = await open_state_store(settings.state_url).open()
+    store = await open_state_store(settings.state_url)
     try:
         from service.cli.progress import ProgressView, summary_table  # rich's progress is slow to import
 

@@ -57,6 +57,7 @@ class Batch:
     data: pa.RecordBatch | NativePayload
     rows_read: int
     rejects: list[Reject] = field(default_factory=list)
+    read_at: float = 0.0  # time.monotonic() when reading it began (set by the pipeline)
 
     @property
     def rows(self) -> int:

@@ -27,9 +27,18 @@ class Settings:
     batch_size: int = 5000
     parallel_batches: int = 3
     timeout: float = 30.0
+    max_running: int = 2  # migrations executing at once
+    auth: bool = True  # MIGRATOR_AUTH=off switches the API token off (loopback addresses only)
 
     def __repr__(self) -> str:  # never print the token
         return f"Settings(host={self.host!r}, port={self.port}, state_url={self.state_url!r}, data_dir={self.data_dir})"
+
+
+def _positive_int(raw: object, key: str, problems: list[str]) -> int:
+    if isinstance(raw, int) and not isinstance(raw, bool) and raw >= 1:
+        return raw
+    problems.append(f"{key} must be a whole number >= 1, not {raw!r}")
+    return 2
 
 
 def load_settings(env: Mapping[str, str] | None = None, config_dir: Path | None = None) -> Settings:
@@ -89,8 +98,14 @@ def load_settings(env: Mapping[str, str] | None = None, config_dir: Path | None 
             problems.append(f"[defaults] {key} must be a number >= {minimum}, not {raw!r}")
             return fallback
 
+    host = str(pick("host", "MIGRATOR_HOST", "127.0.0.1"))
+    auth_raw = str(pick("auth", "MIGRATOR_AUTH", "on")).lower()
+    if auth_raw not in ("on", "off"):
+        problems.append(f"MIGRATOR_AUTH must be on or off, not {auth_raw!r}")
+    elif auth_raw == "off" and host not in ("127.0.0.1", "localhost", "::1"):
+        problems.append(f"MIGRATOR_AUTH=off is only allowed when listening on a loopback address, not {host!r}")
     settings = Settings(
-        host=str(pick("host", "MIGRATOR_HOST", "127.0.0.1")),
+        host=host,
         port=port,
         api_token=env.get("MIGRATOR_API_TOKEN") or None,
         state_url=state_url,
@@ -100,6 +115,8 @@ def load_settings(env: Mapping[str, str] | None = None, config_dir: Path | None 
         batch_size=int(number("batch_size", 5000, 1)),
         parallel_batches=int(number("parallel_batches", 3, 1)),
         timeout=number("timeout", 30.0, 0.1),
+        auth=auth_raw != "off",
+        max_running=_positive_int(merged.get("max_running_migrations", 2), "max_running_migrations", problems),
     )
     if problems:
         raise ConfigError("; ".join(problems), details=problems)

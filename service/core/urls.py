@@ -72,6 +72,24 @@ def mask(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
+def storable(url: str) -> str:
+    """The URL as it may be kept at rest: a `${VAR}` password reference is kept (it is resolved
+    again when the run resumes), a literal password is masked."""
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return mask(url)
+    return url if password is None or _VAR.fullmatch(password) else mask(url)
+
+
+def lost_password(url: str) -> bool:
+    """True for a stored URL whose literal password was masked (it cannot connect as it is)."""
+    try:
+        return urlsplit(url).password == "***"
+    except ValueError:
+        return False
+
+
 def substitute(url: str, env: Mapping[str, str]) -> str:
     """Replace each `${NAME}` with the environment's value; a missing variable is an error."""
     missing = [m.group(1) for m in _VAR.finditer(url) if m.group(1) not in env]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 
@@ -92,6 +93,7 @@ async def run_table(
                 credits.release()
                 raise
             flight(1)  # counted before reading, so a pause waits for this read too
+            began = time.monotonic()
             try:
                 batch = await anext(it, None)
             except BaseException:
@@ -102,6 +104,7 @@ async def run_table(
                 flight(-1)
                 credits.release()
                 break
+            batch.read_at = began
             progress.read += batch.rows_read
             await read_ch.put(batch)
         await read_ch.close()

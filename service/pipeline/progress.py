@@ -22,7 +22,8 @@ class TableProgress:
     total: int | None = None
     read: int = 0
     written: int = 0
-    failed: int = 0
+    failed: int = 0  # rejected rows, `skipped` included
+    skipped: int = 0  # rows of batches skipped whole (onError: skip_batch)
     batches: int = 0
     status: TableStatus = TableStatus.PENDING
 

@@ -1,4 +1,4 @@
-"""What a run tells its watchers (CLI progress bars, later the WebSocket hub). Past tense."""
+"""What a run tells its watchers (CLI progress bars, the WebSocket hub, metrics). Past tense."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from service.core.batch import Reject
 from service.pipeline.progress import TableProgress
+from service.store.base import LogEntry
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,7 @@ class BatchCommitted:
     batch: int
     rows: int
     rejects: tuple[Reject, ...]
+    seconds: float  # from the start of reading the batch to its commit
 
 
 @dataclass(frozen=True)
@@ -38,5 +40,17 @@ class TableFinished:
     progress: TableProgress
 
 
-Event = StatusChanged | TableStarted | BatchCommitted | TableFinished
+@dataclass(frozen=True)
+class LogWritten:
+    migration_id: str
+    entry: LogEntry
+
+
+@dataclass(frozen=True)
+class PlanMade:
+    migration_id: str
+    plan: dict[str, object]
+
+
+Event = StatusChanged | TableStarted | BatchCommitted | TableFinished | LogWritten | PlanMade
 Listener = Callable[[Event], None]

@@ -27,10 +27,19 @@ from service.pipeline.gate import Gate
 from service.pipeline.pipeline import PipelineConfig, Stage, first_cause, run_table
 from service.pipeline.progress import InFlight, TableProgress, TableStatus
 from service.quality.conform import ConformStage
-from service.runs.events import BatchCommitted, Event, Listener, StatusChanged, TableFinished, TableStarted
+from service.runs.events import (
+    BatchCommitted,
+    Event,
+    Listener,
+    LogWritten,
+    StatusChanged,
+    TableFinished,
+    TableStarted,
+)
 from service.runs.spec import MigrationSpec
+from service.runs.summary import TableCounts, summarize
 from service.store.base import LogEntry, MigrationRecord, StateStore
-from service.store.sqlite import now
+from service.store.rows import now
 
 log = logging.getLogger(__name__)
 MAX_REJECT_LOGS_PER_BATCH = 20
@@ -59,7 +68,7 @@ async def create_or_resume(store: StateStore, spec: MigrationSpec, endpoints: En
     if existing is not None:
         return existing, True
     record = MigrationRecord(
-        id=new_id(), fingerprint=spec.fingerprint(), spec=dict(spec.raw), source=endpoints.source.masked,
+        id=new_id(), fingerprint=spec.fingerprint(), spec=spec.storable(), source=endpoints.source.masked,
         target=endpoints.target.masked, status="initialized", created_at=now(),
     )
     await store.create_migration(record)
@@ -81,17 +90,28 @@ class Migration:
         self.error: str | None = None
         self.started = time.monotonic()
         self._listeners = list(listeners or [])
+        self._interrupting = False  # a service shutdown, not the user, stops the run
+        self.started_at, self.ended_at = record.started_at, record.ended_at
+        self._task: asyncio.Task[object] | None = None  # the task running run(), once it runs
 
     # -- watchers -------------------------------------------------------------------------------
     def _emit(self, event: Event) -> None:
         for listener in self._listeners:
-            listener(event)
+            try:
+                listener(event)
+            except Exception:  # a watcher's bug must not break the run
+                log.exception("event listener failed on %s", type(event).__name__)
 
     async def _set_status(self, status: str, *, error: str | None = None, started: bool = False,
                           ended: bool = False) -> None:
+        changed = (status, error) != (self.status, self.error)
         self.status, self.error = status, error
+        if started and self.started_at is None:
+            self.started_at = now()
+        self.ended_at = now() if ended else None
         await self.store.set_status(self.id, status, error=error, started=started, ended=ended)
-        self._emit(StatusChanged(self.id, status, error))
+        if changed:
+            self._emit(StatusChanged(self.id, status, error))
 
     async def _log(self, level: str, message: str, *, table: str | None = None, batch: int | None = None,
                    record_id: str | None = None, value: str | None = None, error: str | None = None) -> None:
@@ -99,23 +119,50 @@ class Migration:
                          record_id=record_id, value=value, error=error)
         await self.store.add_log(self.id, entry)
         log.log(logging.getLevelName(level), "%s: %s", self.id, message)
+        self._emit(LogWritten(self.id, entry))
+
+    def summary(self) -> dict[str, object]:
+        """The summary (DESIGN.md §3) from this run's live counters."""
+        return summarize(self.record, self.status, [TableCounts.live(p) for p in self.tables.values()],
+                         started_at=self.started_at, ended_at=self.ended_at, error=self.error)
 
     # -- control --------------------------------------------------------------------------------
     async def pause(self) -> None:
         """Stop reading; return once every batch already read is committed."""
+        await self.begin_pause()
+        await self.settle_pause()
+
+    async def begin_pause(self) -> None:
+        """Close the gate: no new batch is read from now on. Status `pausing`."""
         self.gate.close()
         await self._set_status("pausing")
+
+    async def settle_pause(self) -> None:
+        """Wait until the batches already read are committed, then status `paused` (unless the
+        run was resumed or ended meanwhile)."""
         await self.in_flight.wait_zero()
-        await self._set_status("paused")
+        ending = self._task is not None and (self._task.done() or self._task.cancelling() > 0)
+        if not self.gate.is_open and self.status == "pausing" and not ending:
+            await self._set_status("paused")
+
+    async def set_executing(self) -> None:
+        """Status `executing` before run() starts (an API caller sees it at once)."""
+        await self._set_status("executing", started=True)
 
     async def resume(self) -> None:
         self.gate.open()
         await self._set_status("executing")
 
+    def interrupt(self) -> None:
+        """Mark the coming cancellation as the service stopping: the run ends `interrupted`
+        (resumable after restart) instead of `cancelled`."""
+        self._interrupting = True
+
     # -- the run --------------------------------------------------------------------------------
     async def run(self) -> None:
         """Migrate every table. Raises the failure's cause (a MigratorError) after recording it."""
         spec = self.spec
+        self._task = asyncio.current_task()
         source = open_source(self.endpoints.source, timeout=spec.timeout, csv=spec.csv)
         sink = open_sink(self.endpoints.target, timeout=spec.timeout, csv=spec.csv,
                          parallel=spec.parallel_batches, replace=spec.mode == "replace")
@@ -150,7 +197,8 @@ class Migration:
             for p in self.tables.values():
                 if p.status is TableStatus.RUNNING:
                     p.status = TableStatus.CANCELLED
-            await asyncio.shield(self._finish_status("cancelled", None))
+            ending = "interrupted" if self._interrupting else "cancelled"
+            await asyncio.shield(self._finish_status(ending, None))
             raise
         except Exception as exc:
             cause = first_cause(exc)
@@ -217,14 +265,18 @@ class Migration:
                 n, at = checkpoint.batches, now()
                 entries = [LogEntry(at, "INFO", f"Batch {n}: {batch.rows} records migrated", table=schema.name,
                                     batch=n)]
-                entries += [LogEntry(at, "ERROR", r.message, table=schema.name, batch=n,
+                entries += [LogEntry(at, "ERROR", f"{r.table}.{r.column}: {r.message}" if r.column else r.message,
+                                     table=schema.name, batch=n,
                                      record_id=r.key or (str(r.row) if r.row is not None else None), value=r.value,
                                      error=f"{r.rule}: {r.message}")
                             for r in batch.rejects[:MAX_REJECT_LOGS_PER_BATCH]]
                 await self.store.save_checkpoint(self.id, schema.name, checkpoint, batch.rejects, entries)
                 for e in entries:
                     log.log(logging.getLevelName(e.level), "%s: %s", self.id, e.message)
-                self._emit(BatchCommitted(self.id, progress, checkpoint.batches, batch.rows, tuple(batch.rejects)))
+                    self._emit(LogWritten(self.id, e))
+                progress.skipped += sum(1 for r in batch.rejects if r.rule == "skip_batch")
+                self._emit(BatchCommitted(self.id, progress, checkpoint.batches, batch.rows, tuple(batch.rejects),
+                                          time.monotonic() - batch.read_at))
 
             await run_table(
                 batches=source.read(schema, after=start.position if start else None, start_row=resumed + 1,
@@ -234,9 +286,10 @@ class Migration:
                 config=PipelineConfig(parallel=spec.parallel_batches),
             )
             await writer.finish()
-        except BaseException:
+        except BaseException as exc:
             if progress.status is TableStatus.RUNNING:
-                progress.status = TableStatus.FAILED
+                stopped = isinstance(exc, asyncio.CancelledError)
+                progress.status = TableStatus.CANCELLED if stopped else TableStatus.FAILED
             await asyncio.shield(self.store.save_table(self.id, schema.name, target, progress.status.value,
                                                        progress.total))
             raise
@@ -247,6 +300,11 @@ class Migration:
         await self.store.save_table(self.id, schema.name, target, "completed", progress.total)
         await self._log("INFO", f"Table {schema.name}: {progress.written} records migrated, {progress.failed} failed",
                         table=schema.name)
+        if progress.failed:
+            await self._log("WARNING", f"Validation: {progress.failed} of {progress.done} records rejected "
+                                       "(see GET /api/migrations/rejects)", table=schema.name)
+        else:
+            await self._log("INFO", f"Validation: all {progress.done} records passed", table=schema.name)
         self._emit(TableFinished(self.id, progress))
 
 

@@ -12,6 +12,7 @@ import orjson
 
 from service.connectors.csv.dialect import CsvOptions
 from service.core.errors import InvalidSpec
+from service.core.urls import storable
 
 Mode = Literal["insert", "upsert", "replace"]
 OnError = Literal["reject", "skip_batch", "stop"]
@@ -46,6 +47,10 @@ class MigrationSpec:
 
     def target_name(self, table: str) -> str:
         return self.target_tables.get(table, table.rsplit(".", 1)[-1] if "." in table else table)
+
+    def storable(self) -> dict[str, object]:
+        """The spec as kept in the state store: literal passwords masked, `${VAR}` kept."""
+        return {**self.raw, "source": storable(self.source), "target": storable(self.target)}
 
     def fingerprint(self) -> str:
         """Same value for the same migration asked again (so a re-run resumes it)."""

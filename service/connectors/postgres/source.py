@@ -47,7 +47,7 @@ class PostgresSource:
         conn = await self._connection()
         rows = await conn.fetch(
             """SELECT schemaname, tablename FROM pg_tables
-               WHERE schemaname NOT IN ('pg_catalog', 'information_schema')
+               WHERE schemaname NOT IN ('pg_catalog', 'information_schema', 'migrator_state')
                  AND tablename NOT LIKE '\\_migrator\\_%'
                ORDER BY schemaname <> 'public', schemaname, tablename"""
         )

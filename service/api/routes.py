@@ -1,0 +1,211 @@
+"""REST handlers (DESIGN.md §3). Each one checks its input, asks the RunManager and answers;
+none runs a migration itself. Every verb works on the current (most recent) migration at
+`/api/migrations/<verb>` and on a given one at `/api/migrations/{id}/<verb>`."""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+
+from aiohttp import web
+
+from service import __version__
+from service.api.json import body, dumps, int_query, ok, string_field
+from service.api.keys import HUB, MANAGER, METRICS, ORIGINS, STARTED
+from service.api.metrics import CONTENT_TYPE
+from service.api.openapi import document
+from service.api.websocket import log_json, serve_client
+from service.core.errors import InvalidInput, NotFound, WrongState
+from service.store.base import MigrationRecord
+
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def _id(request: web.Request) -> str | None:
+    return request.match_info.get("id")
+
+
+def migration_json(record: MigrationRecord, status: str | None = None) -> dict[str, object]:
+    return {"id": record.id, "status": status or record.status, "source": record.source, "target": record.target,
+            "createdTime": record.created_at, "startTime": record.started_at, "endTime": record.ended_at,
+            "error": record.error}
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok", "version": __version__,
+                              "uptime": round(time.monotonic() - request.app[STARTED], 3)}, dumps=dumps)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(body=request.app[METRICS].render(), headers={"Content-Type": CONTENT_TYPE})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(document(), dumps=dumps)
+
+
+async def initialize(request: web.Request) -> web.Response:
+    data = await body(request)
+    source, target = string_field(data, "sourceDB"), string_field(data, "targetDB")
+    assert source is not None and target is not None
+    record = await request.app[MANAGER].initialize(source, target)
+    return ok({"message": "Migration manager initialized successfully", "migration": migration_json(record)})
+
+
+async def plan(request: web.Request) -> web.Response:
+    data = await body(request)
+    manager = request.app[MANAGER]
+    record = await manager.record(_id(request))
+    return ok({"migrationId": record.id, "plan": await manager.plan(record.id, data)})
+
+
+async def get_plan(request: web.Request) -> web.Response:
+    manager = request.app[MANAGER]
+    record = await manager.record(_id(request))
+    made = manager.plan_of(record.id)
+    if made is None:
+        raise WrongState(f"migration {record.id} has no plan in this service process: POST /api/migrations/plan")
+    return ok({"migrationId": record.id, "plan": made})
+
+
+async def execute(request: web.Request) -> web.Response:
+    await body(request)
+    manager = request.app[MANAGER]
+    record = await manager.record(_id(request))
+    run = await manager.execute(record.id)
+    started = {**migration_json(run.record, run.status), "startTime": run.started_at}
+    return ok({"message": "Migration started", "migration": started}, status=202)
+
+
+async def pause(request: web.Request) -> web.Response:
+    await body(request)
+    manager = request.app[MANAGER]
+    record = await manager.record(_id(request))
+    return ok({"migrationId": record.id, "status": await manager.pause(record.id)})
+
+
+async def resume(request: web.Request) -> web.Response:
+    data = await body(request)
+    urls = {k: v for k in ("sourceDB", "targetDB") if (v := string_field(data, k, required=False))}
+    manager = request.app[MANAGER]
+    record = await manager.record(_id(request))
+    return ok({"migrationId": record.id, "status": await manager.resume(record.id, urls)})
+
+
+async def cancel(request: web.Request) -> web.Response:
+    await body(request)
+    manager = request.app[MANAGER]
+    record = await manager.record(_id(request))
+    return ok({"migrationId": record.id, "status": await manager.cancel(record.id)})
+
+
+async def summary(request: web.Request) -> web.Response:
+    return ok({"summary": await request.app[MANAGER].summary(_id(request))})
+
+
+async def history(request: web.Request) -> web.Response:
+    limit = int_query(request, "limit", 100, 1, 1000)
+    assert limit is not None
+    records = await request.app[MANAGER].store.list_migrations(limit)
+    return ok({"migrations": [migration_json(r) for r in records]})
+
+
+async def one(request: web.Request) -> web.Response:
+    manager = request.app[MANAGER]
+    record = await manager.record(_id(request))
+    return ok({"migration": {**migration_json(record), "spec": record.spec},
+               "summary": await manager.summary(record.id)})
+
+
+async def logs(request: web.Request) -> web.Response:
+    level = request.query.get("level")
+    if level is not None and level.upper() not in LEVELS:
+        raise InvalidInput(f"query parameter 'level' must be one of {', '.join(LEVELS)}, not {level!r}",
+                           details={"field": "level"})
+    limit = int_query(request, "limit", 1000, 1, 100_000)
+    after = int_query(request, "after", None, 0, 2**62)
+    manager = request.app[MANAGER]
+    record = await manager.record(_id(request))
+    entries = await manager.store.logs(record.id, level=level, table=request.query.get("table") or None,
+                                       limit=limit or 1000, after=after)
+    return web.json_response([log_json(e) for e in entries], dumps=dumps)
+
+
+async def delete_logs(request: web.Request) -> web.Response:
+    manager = request.app[MANAGER]
+    record = await manager.record(_id(request))
+    return ok({"migrationId": record.id, "deleted": await manager.store.delete_logs(record.id)})
+
+
+async def rejects(request: web.Request) -> web.Response:
+    fmt = request.query.get("format", "json")
+    if fmt not in ("json", "csv"):
+        raise InvalidInput(f"query parameter 'format' must be json or csv, not {fmt!r}", details={"field": "format"})
+    limit = int_query(request, "limit", 10_000, 1, 1_000_000)
+    manager = request.app[MANAGER]
+    record = await manager.record(_id(request))
+    found = await manager.store.rejects(record.id, table=request.query.get("table") or None, limit=limit or 10_000)
+    rows = [{"table": r.table, "row": r.row, "key": r.key, "column": r.column, "value": r.value, "rule": r.rule,
+             "message": r.message} for r in found]
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=["table", "row", "key", "column", "value", "rule", "message"])
+        writer.writeheader()
+        writer.writerows(rows)
+        return web.Response(text=out.getvalue(), content_type="text/csv",
+                            headers={"Content-Disposition": f'attachment; filename="rejects-{record.id}.csv"'})
+    return ok({"migrationId": record.id, "count": len(rows), "rejects": rows})
+
+
+async def events(request: web.Request) -> web.WebSocketResponse:
+    allowed = request.app[ORIGINS] or (f"{request.scheme}://{request.host}",)
+    origin = request.headers.get("Origin")
+    if origin is not None and origin not in allowed:
+        raise web.HTTPForbidden(text=f"WebSocket Origin {origin!r} is not allowed (MIGRATOR_ALLOWED_ORIGINS)")
+    manager = request.app[MANAGER]
+    migration = request.query.get("migration") or None
+    if migration is not None:
+        await manager.record(migration)  # 404 before the upgrade
+    # No per-message deflate: events are small, and compressing each for every client costs the CPU
+    # the migrations need.
+    ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=64 * 1024, compress=False)
+    await ws.prepare(request)
+    try:
+        snapshot: dict[str, object] | None = await manager.summary(migration)
+    except NotFound:
+        snapshot = None  # no migration yet
+
+    async def act(action: str, mid: str | None) -> str:
+        record = await manager.record(mid)
+        if action == "pause":
+            return await manager.pause(record.id)
+        if action == "resume":
+            return await manager.resume(record.id)
+        return await manager.cancel(record.id)
+
+    await serve_client(request.app[HUB], ws, migration, snapshot, act)
+    return ws
+
+
+def add_routes(app: web.Application) -> None:
+    r = app.router
+    r.add_get("/health", health)
+    r.add_get("/metrics", metrics)
+    r.add_get("/api/openapi.json", openapi)
+    r.add_get("/api/migrations", history)
+    r.add_get("/api/migrations/events", events)
+    r.add_post("/api/migrations/initialize", initialize)
+    for prefix in ("/api/migrations", "/api/migrations/{id}"):
+        r.add_post(f"{prefix}/plan", plan)
+        r.add_get(f"{prefix}/plan", get_plan)
+        r.add_post(f"{prefix}/execute", execute)
+        r.add_post(f"{prefix}/pause", pause)
+        r.add_post(f"{prefix}/resume", resume)
+        r.add_post(f"{prefix}/cancel", cancel)
+        r.add_get(f"{prefix}/summary", summary)
+        r.add_get(f"{prefix}/log", logs)
+        r.add_delete(f"{prefix}/log", delete_logs)
+        r.add_get(f"{prefix}/rejects", rejects)
+    r.add_get("/api/migrations/{id}", one)
+

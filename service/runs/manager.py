@@ -1,0 +1,350 @@
+"""The RunManager: every migration of the service, their lifecycle, and the tasks that run them.
+
+    initialize ─▶ initialized ─plan─▶ planned ─execute─▶ executing ⇄ (pausing ─▶) paused
+                                                           └─▶ completed | failed | cancelled
+    (service stopped or killed while running) ─▶ interrupted ─resume─▶ executing
+
+HTTP handlers and WebSocket actions call these methods and return at once: runs live in the
+manager's own TaskGroup, owned by one supervisor task that the app starts and stops. Stopping
+is two-phased: close every gate and let the batches already read commit (checkpointed), then
+cancel what is left; those runs end `interrupted` and resume after the restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from service.connectors.csv.dialect import CsvOptions
+from service.connectors.registry import open_sink, open_source
+from service.core.errors import EndpointError, InvalidInput, MigratorError, NotFound, WrongState
+from service.core.urls import EndpointUrl, lost_password, parse_url, storable
+from service.pipeline.progress import TableProgress
+from service.plan.planner import make_plan
+from service.runs.events import Listener, PlanMade, StatusChanged
+from service.runs.migration import Endpoints, Migration, new_id
+from service.runs.spec import MigrationSpec
+from service.runs.summary import TableCounts, summarize
+from service.store.base import MigrationRecord, StateStore
+from service.store.rows import now
+
+log = logging.getLogger(__name__)
+
+RUNNING = ("executing", "pausing", "paused")
+RESUMABLE = ("interrupted", "failed", "cancelled")
+_KEPT = 50  # finished runs whose live counters stay in memory
+
+
+@dataclass
+class _Entry:
+    """What the manager knows of a migration beyond the store: the URLs as given (they may
+    hold a literal password, which the store never sees) and its plan and run."""
+
+    source: str
+    target: str
+    spec: MigrationSpec | None = None
+    plan: dict[str, object] | None = None
+    run: Migration | None = None
+    task: asyncio.Task[None] | None = None
+
+
+class RunManager:
+    def __init__(self, *, data_dir: Path, timeout: float, max_running: int,
+                 listeners: list[Listener] | None = None) -> None:
+        self._store: StateStore | None = None
+        self.data_dir = data_dir
+        self.timeout = timeout
+        self.max_running = max_running
+        self._listeners = list(listeners or [])
+        self._entries: dict[str, _Entry] = {}
+        self._tg: asyncio.TaskGroup | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._accepting = False
+
+    def add_listener(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    @property
+    def store(self) -> StateStore:
+        if self._store is None:
+            raise WrongState("the service is starting; try again in a moment")
+        return self._store
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    async def start(self, store: StateStore) -> None:
+        """Mark runs the previous process left behind as interrupted, then accept work."""
+        self._store = store
+        n = await store.mark_interrupted()
+        if n:
+            log.warning("%d migration(s) were running when the service stopped; they are interrupted "
+                        "and can be resumed", n)
+        self._supervisor = asyncio.create_task(self._supervise(), name="run-manager")
+        await self._ready.wait()
+        self._accepting = True
+
+    async def _supervise(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            self._tg = tg
+            self._ready.set()
+            await self._stopping.wait()
+        self._tg = None
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Phase 1: stop reading and let in-flight batches commit (up to `grace` seconds).
+        Phase 2: cancel the runs (they end `interrupted`) and wait for every task."""
+        self._accepting = False
+        running = [e for e in self._entries.values() if e.task is not None and not e.task.done()]
+        for e in running:
+            assert e.run is not None
+            e.run.gate.close()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(grace):
+                for e in running:
+                    assert e.run is not None
+                    await e.run.in_flight.wait_zero()
+        for e in running:
+            assert e.run is not None and e.task is not None
+            e.run.interrupt()
+            e.task.cancel()
+        self._stopping.set()
+        if self._supervisor is not None:
+            await self._supervisor
+
+    def _spawn(self, coro: object, name: str) -> asyncio.Task[None]:
+        if self._tg is None or not self._accepting:
+            raise WrongState("the service is shutting down; try again after it restarts")
+        return self._tg.create_task(coro, name=name)  # type: ignore[arg-type]
+
+    # -- the seed's verbs -----------------------------------------------------------------------
+    async def initialize(self, source: str, target: str) -> MigrationRecord:
+        """A new migration between `source` and `target`, after both connections are tested."""
+        src, dst = self._endpoint("sourceDB", source), self._endpoint("targetDB", target)
+        await self._test(src, dst)
+        record = MigrationRecord(
+            id=new_id(), fingerprint="", spec={"source": storable(source), "target": storable(target)},
+            source=src.masked, target=dst.masked, status="initialized", created_at=now())
+        await self.store.create_migration(record)
+        self._entries[record.id] = _Entry(source, target)
+        self._emit_status(record.id, "initialized")
+        return record
+
+    async def plan(self, migration_id: str, options: Mapping[str, object]) -> dict[str, object]:
+        """Plan the migration with these spec options (§5); it becomes `planned`."""
+        record = await self.record(migration_id)
+        if record.status not in ("initialized", "planned"):
+            raise WrongState(f"migration {record.id} is {record.status}; only an initialized or planned migration "
+                             "can be planned (POST /api/migrations/initialize starts a new one)")
+        entry = self._entry(record)
+        spec = MigrationSpec.from_dict({"source": entry.source, "target": entry.target,
+                                        **{k: v for k, v in options.items() if k not in ("source", "target")}})
+        endpoints = self._endpoints(spec)
+        try:
+            plan = await make_plan(spec, endpoints.source, endpoints.target)
+        except EndpointError as exc:
+            raise type(exc)(f"source database unreachable ({endpoints.source.masked}): {exc.message}") from None
+        await self.store.save_spec(record.id, spec.storable(), spec.fingerprint())
+        await self.store.set_status(record.id, "planned")
+        entry.spec, entry.plan = spec, plan
+        for listener in self._listeners:
+            listener(PlanMade(record.id, plan))
+        self._emit_status(record.id, "planned")
+        return plan
+
+    async def execute(self, migration_id: str) -> Migration:
+        record = await self.record(migration_id)
+        if record.status == "initialized":
+            raise WrongState(f"migration {record.id} has no plan yet: POST /api/migrations/plan first")
+        if record.status in RUNNING:
+            raise WrongState(f"migration {record.id} is already {record.status}")
+        if record.status in RESUMABLE:
+            raise WrongState(f"migration {record.id} is {record.status}: POST /api/migrations/resume continues it "
+                             "from its checkpoint")
+        if record.status != "planned":
+            raise WrongState(f"migration {record.id} is {record.status}; initialize a new migration to run again")
+        entry = self._entry(record)
+        if entry.spec is None:  # planned by an earlier process: the stored spec is the plan
+            entry.spec = self._stored_spec(record, entry)
+        return await self._launch(record, entry)
+
+    async def pause(self, migration_id: str) -> str:
+        record = await self.record(migration_id)
+        entry = self._entries.get(record.id)
+        run = entry.run if entry and entry.task and not entry.task.done() else None
+        if run is None or run.status not in RUNNING:
+            raise WrongState(f"migration {record.id} is {record.status}; only an executing migration can be paused")
+        if run.status == "executing":
+            await run.begin_pause()
+            self._spawn(run.settle_pause(), f"settle-pause:{record.id}")
+        return run.status
+
+    async def resume(self, migration_id: str, urls: Mapping[str, str] | None = None) -> str:
+        """Open a paused run's gate, or restart a stopped one from its checkpoints."""
+        record = await self.record(migration_id)
+        entry = self._entries.get(record.id)
+        if entry and entry.run and entry.task and not entry.task.done():
+            if entry.run.status in ("pausing", "paused"):
+                await entry.run.resume()
+                return entry.run.status
+            if entry.run.status == "executing":
+                return "executing"
+        if record.status not in RESUMABLE and record.status not in ("paused", "pausing"):
+            raise WrongState(f"migration {record.id} is {record.status}; only a paused, interrupted, failed or "
+                             "cancelled migration can be resumed")
+        entry = self._entry(record, urls)
+        entry.spec = self._stored_spec(record, entry)
+        run = await self._launch(record, entry)
+        return run.status
+
+    async def cancel(self, migration_id: str) -> str:
+        record = await self.record(migration_id)
+        entry = self._entries.get(record.id)
+        if entry and entry.task and not entry.task.done():
+            entry.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(asyncio.wait({entry.task}))
+            return "cancelled"
+        if record.status in ("completed", "failed", "cancelled", "rolled_back"):
+            raise WrongState(f"migration {record.id} is already {record.status}")
+        await self.store.set_status(record.id, "cancelled", ended=True)
+        self._emit_status(record.id, "cancelled")
+        return "cancelled"
+
+    # -- reading --------------------------------------------------------------------------------
+    async def record(self, migration_id: str | None) -> MigrationRecord:
+        """The migration with this id, or (None) the most recent one."""
+        if migration_id is None:
+            latest = await self.store.list_migrations(1)
+            if not latest:
+                raise NotFound("no migration yet: POST /api/migrations/initialize creates one")
+            return latest[0]
+        record = await self.store.get_migration(migration_id)
+        if record is None:
+            raise NotFound(f"no migration with id {migration_id!r}")
+        return record
+
+    def live(self, migration_id: str) -> Migration | None:
+        entry = self._entries.get(migration_id)
+        return entry.run if entry else None
+
+    def live_summary(self, migration_id: str) -> dict[str, object] | None:
+        run = self.live(migration_id)
+        return run.summary() if run is not None and run.tables else None
+
+    def running(self) -> list[Migration]:
+        return [e.run for e in self._entries.values() if e.run and e.task and not e.task.done()]
+
+    async def summary(self, migration_id: str | None) -> dict[str, object]:
+        record = await self.record(migration_id)
+        run = self.live(record.id)
+        if run is not None and run.tables:
+            return run.summary()
+        stored = await self.store.tables(record.id)
+        entry = self._entries.get(record.id)
+        tables = [TableCounts.stored(t) for t in stored] or _planned(entry.plan if entry else None)
+        return summarize(record, record.status, tables, started_at=record.started_at, ended_at=record.ended_at,
+                         error=record.error)
+
+    def plan_of(self, migration_id: str) -> dict[str, object] | None:
+        entry = self._entries.get(migration_id)
+        return entry.plan if entry else None
+
+    # -- inside ---------------------------------------------------------------------------------
+    async def _launch(self, record: MigrationRecord, entry: _Entry) -> Migration:
+        if len(self.running()) >= self.max_running:
+            raise WrongState(f"{self.max_running} migrations are already running (max_running_migrations); "
+                             "wait for one to finish")
+        assert entry.spec is not None
+        spec = entry.spec
+        endpoints = self._endpoints(spec)
+        run = Migration(record, spec, endpoints, self.store, listeners=self._listeners)
+        if entry.plan:  # the plan's counts until the run has its own
+            for t in entry.plan.get("tables", []):  # type: ignore[attr-defined]
+                run.tables[t["name"]] = TableProgress(t["name"], t["target"], t["totalRecords"])
+        await run.set_executing()
+        entry.run = run
+        entry.task = self._spawn(self._drive(run), f"migration:{record.id}")
+        self._forget_old()
+        return run
+
+    async def _drive(self, run: Migration) -> None:
+        try:
+            await run.run()
+        except MigratorError:
+            pass  # recorded in the store and the log by the run itself
+        except Exception:
+            log.exception("migration %s ended with an unexpected error", run.id)
+
+    def _forget_old(self) -> None:
+        done = [k for k, e in self._entries.items() if e.task is not None and e.task.done()]
+        for k in done[:-_KEPT] if len(done) > _KEPT else []:
+            del self._entries[k]
+
+    def _entry(self, record: MigrationRecord, urls: Mapping[str, str] | None = None) -> _Entry:
+        entry = self._entries.get(record.id)
+        if urls:
+            source = urls.get("sourceDB") or (entry.source if entry else str(record.spec.get("source", "")))
+            target = urls.get("targetDB") or (entry.target if entry else str(record.spec.get("target", "")))
+            self._endpoint("sourceDB", source), self._endpoint("targetDB", target)
+            entry = self._entries[record.id] = _Entry(source, target, entry.spec if entry else None,
+                                                       entry.plan if entry else None)
+        if entry is None:  # known only to the store (an earlier process)
+            entry = self._entries[record.id] = _Entry(str(record.spec.get("source", "")),
+                                                       str(record.spec.get("target", "")))
+        for side, url in (("sourceDB", entry.source), ("targetDB", entry.target)):
+            if lost_password(url):
+                raise WrongState(f"the {side} password of migration {record.id} was not stored (only ${{VAR}} "
+                                 f"references are); send it again: {{\"{side}\": \"…\"}} in the body, or use "
+                                 "${VAR} in the URL")
+        return entry
+
+    def _stored_spec(self, record: MigrationRecord, entry: _Entry) -> MigrationSpec:
+        options = {k: v for k, v in record.spec.items() if k not in ("source", "target")}
+        return MigrationSpec.from_dict({"source": entry.source, "target": entry.target, **options})
+
+    def _endpoint(self, field: str, url: object) -> EndpointUrl:
+        if not isinstance(url, str) or not url.strip():
+            raise InvalidInput(f"{field} is required: a URL such as postgresql://user@host/db or csv:///folder",
+                               details={"field": field})
+        try:
+            return parse_url(url, data_dir=self.data_dir, restrict_to_data_dir=True)
+        except InvalidInput as exc:
+            raise type(exc)(f"{field}: {exc.message}", details={"field": field}) from None
+
+    def _endpoints(self, spec: MigrationSpec) -> Endpoints:
+        return Endpoints(self._endpoint("sourceDB", spec.source), self._endpoint("targetDB", spec.target))
+
+    async def _test(self, source: EndpointUrl, target: EndpointUrl) -> None:
+        """Connect to both sides; a failure says which side and why."""
+        src = open_source(source, timeout=self.timeout, csv=CsvOptions())
+        dst = open_sink(target, timeout=self.timeout, csv=CsvOptions(), parallel=1, replace=False)
+        try:
+            for side, endpoint, check in (("source", source, src.check), ("target", target, dst.check)):
+                try:
+                    async with asyncio.timeout(self.timeout):
+                        await check()
+                except TimeoutError:
+                    raise EndpointError(f"{side} database unreachable ({endpoint.masked}): no answer within "
+                                        f"{self.timeout:g} s") from None
+                except EndpointError as exc:
+                    raise type(exc)(f"{side} database unreachable ({endpoint.masked}): {exc.message}") from None
+        finally:
+            for closer in (src.close, dst.close):
+                with contextlib.suppress(Exception):
+                    await closer()
+
+    def _emit_status(self, migration_id: str, status: str) -> None:
+        for listener in self._listeners:
+            listener(StatusChanged(migration_id, status))
+
+
+def _planned(plan: dict[str, object] | None) -> list[TableCounts]:
+    if not plan:
+        return []
+    return [TableCounts(t["name"], t["target"], "pending", t["totalRecords"], 0, 0)
+            for t in plan.get("tables", [])]  # type: ignore[attr-defined]
