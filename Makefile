@@ -35,6 +35,7 @@ test: $(STAMP) deps
 
 bench: $(STAMP) deps
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/api.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check service tests bench

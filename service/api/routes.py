@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import time
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
@@ -17,6 +18,7 @@ from service.api.metrics import CONTENT_TYPE
 from service.api.openapi import document
 from service.api.websocket import log_json, serve_client
 from service.core.errors import InvalidInput, NotFound, WrongState
+from service.runs.manager import RunManager
 from service.store.base import MigrationRecord
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -78,26 +80,29 @@ async def execute(request: web.Request) -> web.Response:
     return ok({"message": "Migration started", "migration": started}, status=202)
 
 
-async def pause(request: web.Request) -> web.Response:
-    await body(request)
+async def _control(request: web.Request,
+                   act: Callable[[RunManager, str, dict[str, object]], Awaitable[str]]) -> web.Response:
+    data = await body(request)
     manager = request.app[MANAGER]
     record = await manager.record(_id(request))
-    return ok({"migrationId": record.id, "status": await manager.pause(record.id)})
+    return ok({"migrationId": record.id, "status": await act(manager, record.id, data)})
+
+
+def _urls(data: dict[str, object]) -> dict[str, str]:
+    """URLs sent again with resume (when the stored ones had a literal password, masked at rest)."""
+    return {k: v for k in ("sourceDB", "targetDB") if (v := string_field(data, k, required=False))}
+
+
+async def pause(request: web.Request) -> web.Response:
+    return await _control(request, lambda m, mid, _: m.pause(mid))
 
 
 async def resume(request: web.Request) -> web.Response:
-    data = await body(request)
-    urls = {k: v for k in ("sourceDB", "targetDB") if (v := string_field(data, k, required=False))}
-    manager = request.app[MANAGER]
-    record = await manager.record(_id(request))
-    return ok({"migrationId": record.id, "status": await manager.resume(record.id, urls)})
+    return await _control(request, lambda m, mid, data: m.resume(mid, _urls(data)))
 
 
 async def cancel(request: web.Request) -> web.Response:
-    await body(request)
-    manager = request.app[MANAGER]
-    record = await manager.record(_id(request))
-    return ok({"migrationId": record.id, "status": await manager.cancel(record.id)})
+    return await _control(request, lambda m, mid, _: m.cancel(mid))
 
 
 async def summary(request: web.Request) -> web.Response:

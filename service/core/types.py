@@ -40,24 +40,25 @@ def arrow_type_from_spec(name: str) -> pa.DataType:
     raise ValueError(f"unknown type {name!r}; expected one of {', '.join(NAMES)}")
 
 
+_SPEC_NAMES = (
+    (pa.types.is_integer, "integer"),
+    (pa.types.is_floating, "float"),
+    (pa.types.is_boolean, "boolean"),
+    (pa.types.is_date, "date"),
+    (pa.types.is_string, "string"),
+    (pa.types.is_large_string, "string"),
+    (pa.types.is_binary, "binary"),
+    (pa.types.is_large_binary, "binary"),
+    (pa.types.is_fixed_size_binary, "binary"),
+)
+
+
 def spec_type_name(t: pa.DataType) -> str:
     """The spec's name for an Arrow type (what plans show)."""
-    if pa.types.is_integer(t):
-        return "integer"
-    if pa.types.is_floating(t):
-        return "float"
     if pa.types.is_decimal(t):
         return f"decimal({t.precision},{t.scale})"
-    if pa.types.is_boolean(t):
-        return "boolean"
-    if pa.types.is_date(t):
-        return "date"
     if pa.types.is_timestamp(t):
         return "timestamptz" if t.tz else "timestamp"
-    if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t):
-        return "binary"
     if pa.types.is_list(t) or pa.types.is_large_list(t):
         return f"[{spec_type_name(t.value_type)}]"
-    if pa.types.is_string(t) or pa.types.is_large_string(t):
-        return "string"
-    return str(t)
+    return next((name for test, name in _SPEC_NAMES if test(t)), str(t))

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from service.core.batch import Reject
@@ -54,3 +55,12 @@ class PlanMade:
 
 Event = StatusChanged | TableStarted | BatchCommitted | TableFinished | LogWritten | PlanMade
 Listener = Callable[[Event], None]
+
+
+def notify(listeners: Iterable[Listener], event: Event) -> None:
+    """Tell every listener; a listener's bug is logged and never breaks the run or the caller."""
+    for listener in listeners:
+        try:
+            listener(event)
+        except Exception:
+            logging.getLogger(__name__).exception("event listener failed on %s", type(event).__name__)

@@ -25,7 +25,7 @@ from service.core.errors import EndpointError, InvalidInput, MigratorError, NotF
 from service.core.urls import EndpointUrl, lost_password, parse_url, storable
 from service.pipeline.progress import TableProgress
 from service.plan.planner import make_plan
-from service.runs.events import Listener, PlanMade, StatusChanged
+from service.runs.events import Event, Listener, PlanMade, StatusChanged, notify
 from service.runs.migration import Endpoints, Migration, new_id
 from service.runs.spec import MigrationSpec
 from service.runs.summary import TableCounts, summarize
@@ -141,8 +141,10 @@ class RunManager:
             raise WrongState(f"migration {record.id} is {record.status}; only an initialized or planned migration "
                              "can be planned (POST /api/migrations/initialize starts a new one)")
         entry = self._entry(record)
-        spec = MigrationSpec.from_dict({"source": entry.source, "target": entry.target,
-                                        **{k: v for k, v in options.items() if k not in ("source", "target")}})
+        if "source" in options or "target" in options:
+            raise InvalidInput("source and target were set by initialize (sourceDB, targetDB); initialize a new "
+                               "migration to use other databases", details={"field": "source/target"})
+        spec = MigrationSpec.from_dict({"source": entry.source, "target": entry.target, **options})
         endpoints = self._endpoints(spec)
         try:
             plan = await make_plan(spec, endpoints.source, endpoints.target)
@@ -151,8 +153,7 @@ class RunManager:
         await self.store.save_spec(record.id, spec.storable(), spec.fingerprint())
         await self.store.set_status(record.id, "planned")
         entry.spec, entry.plan = spec, plan
-        for listener in self._listeners:
-            listener(PlanMade(record.id, plan))
+        self._emit(PlanMade(record.id, plan))
         self._emit_status(record.id, "planned")
         return plan
 
@@ -339,8 +340,10 @@ class RunManager:
                     await closer()
 
     def _emit_status(self, migration_id: str, status: str) -> None:
-        for listener in self._listeners:
-            listener(StatusChanged(migration_id, status))
+        self._emit(StatusChanged(migration_id, status))
+
+    def _emit(self, event: Event) -> None:
+        notify(self._listeners, event)
 
 
 def _planned(plan: dict[str, object] | None) -> list[TableCounts]:

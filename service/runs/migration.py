@@ -35,6 +35,7 @@ from service.runs.events import (
     StatusChanged,
     TableFinished,
     TableStarted,
+    notify,
 )
 from service.runs.spec import MigrationSpec
 from service.runs.summary import TableCounts, summarize
@@ -96,11 +97,7 @@ class Migration:
 
     # -- watchers -------------------------------------------------------------------------------
     def _emit(self, event: Event) -> None:
-        for listener in self._listeners:
-            try:
-                listener(event)
-            except Exception:  # a watcher's bug must not break the run
-                log.exception("event listener failed on %s", type(event).__name__)
+        notify(self._listeners, event)
 
     async def _set_status(self, status: str, *, error: str | None = None, started: bool = False,
                           ended: bool = False) -> None:
