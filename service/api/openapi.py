@@ -70,7 +70,8 @@ def _switching() -> dict[str, object]:
     return {"101": {"description": "switching protocols"}}
 
 
-_REASONS = {400: "bad input (names the field)", 401: "no or wrong API token", 404: "no such migration",
+_REASONS = {400: "bad input (names the field)", 401: "no or wrong API token", 403: "WebSocket Origin not allowed",
+            404: "no such migration",
             409: "the migration is not in a state that allows this", 502: "a database could not be reached"}
 _ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
 

@@ -22,6 +22,7 @@ from service.runs.manager import RunManager
 from service.store.base import MigrationRecord
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+ID_PATTERN = r"[0-9]{8}-[0-9]{6}-[0-9a-f]+"  # migration ids (runs.migration.new_id); keeps /initialize a route
 
 
 def _id(request: web.Request) -> str | None:
@@ -181,13 +182,10 @@ async def events(request: web.Request) -> web.WebSocketResponse:
     except NotFound:
         snapshot = None  # no migration yet
 
-    async def act(action: str, mid: str | None) -> str:
+    async def act(action: str, mid: str | None) -> tuple[str, str]:
         record = await manager.record(mid)
-        if action == "pause":
-            return await manager.pause(record.id)
-        if action == "resume":
-            return await manager.resume(record.id)
-        return await manager.cancel(record.id)
+        verb = {"pause": manager.pause, "resume": manager.resume, "cancel": manager.cancel}[action]
+        return record.id, await verb(record.id)
 
     await serve_client(request.app[HUB], ws, migration, snapshot, act)
     return ws
@@ -201,7 +199,7 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/api/migrations", history)
     r.add_get("/api/migrations/events", events)
     r.add_post("/api/migrations/initialize", initialize)
-    for prefix in ("/api/migrations", "/api/migrations/{id}"):
+    for prefix in ("/api/migrations", f"/api/migrations/{{id:{ID_PATTERN}}}"):
         r.add_post(f"{prefix}/plan", plan)
         r.add_get(f"{prefix}/plan", get_plan)
         r.add_post(f"{prefix}/execute", execute)
@@ -212,5 +210,5 @@ def add_routes(app: web.Application) -> None:
         r.add_get(f"{prefix}/log", logs)
         r.add_delete(f"{prefix}/log", delete_logs)
         r.add_get(f"{prefix}/rejects", rejects)
-    r.add_get("/api/migrations/{id}", one)
+    r.add_get(f"/api/migrations/{{id:{ID_PATTERN}}}", one)
 

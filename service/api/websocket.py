@@ -189,7 +189,8 @@ def log_json(entry: LogEntry) -> dict[str, object]:
     return out
 
 
-Act = Callable[[str, str | None], Awaitable[str]]  # (action, migration id or None) -> the new status
+# (action, migration id or None for the current one) -> (the migration acted on, its new status)
+Act = Callable[[str, str | None], Awaitable[tuple[str, str]]]
 
 
 async def serve_client(hub: Hub, ws: web.WebSocketResponse, migration: str | None,
@@ -227,8 +228,9 @@ async def _action(text: str, migration: str | None, act: Act) -> dict[str, objec
         target = data.get("migrationId", migration)
         if target is not None and not isinstance(target, str):
             raise InvalidInput("migrationId must be a string")
-        status = await act(str(data["action"]), target)
-        return {"type": "ack", "action": data["action"], "migrationId": target, "status": status, "timestamp": now()}
+        acted_on, status = await act(str(data["action"]), target)
+        return {"type": "ack", "action": data["action"], "migrationId": acted_on, "status": status,
+                "timestamp": now()}
     except MigratorError as exc:
         return {"type": "error", "migrationId": migration, "timestamp": now(),
                 "error": {"code": exc.code, "message": exc.message}}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import socket
 from urllib.parse import urlsplit
@@ -44,7 +45,8 @@ async def connect(url: EndpointUrl, timeout: float) -> asyncpg.Connection:
     except asyncpg.InvalidAuthorizationSpecificationError as exc:
         raise TerminalError(f"PostgreSQL at {where}: {exc.args[0] if exc.args else 'not authorized'}") from None
     except (TimeoutError, OSError, socket.gaierror) as exc:
-        reason = "timed out" if isinstance(exc, asyncio.TimeoutError) else (exc.strerror or str(exc))
+        reason = ("timed out" if isinstance(exc, asyncio.TimeoutError)
+                  else os.strerror(exc.errno) if isinstance(exc, OSError) and exc.errno else str(exc))
         raise TransientError(f"cannot connect to PostgreSQL at {where}: {reason}") from None
     except asyncpg.PostgresError as exc:
         raise EndpointError(f"PostgreSQL at {where}: {server_message(exc)}") from None

@@ -92,7 +92,7 @@ class PostgresSource:
         # One connection finds the ranges; READERS others COPY them, a range or two ahead of the
         # consumer, so the server works while we hand the previous batch on. Batches leave in order.
         probe = await self._connection()
-        readers = list(await asyncio.gather(*(pgc.connect(self.url, self._timeout) for _ in range(READERS))))
+        readers = await self._readers()
         ranges = _KeyRanges(schema) if schema.key else _PageRanges(schema, batch_size)
         select = (f"SELECT {', '.join(pgc.quote_ident(c) for c in schema.column_names)} "
                   f"FROM {pgc.qualified(schema.name)} WHERE ")
@@ -131,6 +131,19 @@ class PostgresSource:
             await asyncio.gather(*(t for _, t in ahead), return_exceptions=True)
             for conn in readers:
                 conn.terminate()
+
+    async def _readers(self) -> list[asyncpg.Connection]:
+        """READERS connections opened together; none is left open if any of them fails."""
+        tasks = [asyncio.ensure_future(pgc.connect(self.url, self._timeout)) for _ in range(READERS)]
+        try:
+            return list(await asyncio.gather(*tasks))
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            for opened in await asyncio.gather(*tasks, return_exceptions=True):
+                if isinstance(opened, asyncpg.Connection):
+                    opened.terminate()
+            raise
 
     async def close(self) -> None:
         if self._conn is not None:
