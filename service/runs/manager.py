@@ -66,6 +66,9 @@ class RunManager:
         self._ready = asyncio.Event()
         self._stopping = asyncio.Event()
         self._accepting = False
+        # One control call at a time: a state check and the action it allows (start a run, pause,
+        # cancel) must not interleave with another call's, or two runs could start.
+        self._control = asyncio.Lock()
 
     def add_listener(self, listener: Listener) -> None:
         self._listeners.append(listener)
@@ -136,6 +139,10 @@ class RunManager:
 
     async def plan(self, migration_id: str, options: Mapping[str, object]) -> dict[str, object]:
         """Plan the migration with these spec options (§5); it becomes `planned`."""
+        async with self._control:
+            return await self._plan(migration_id, options)
+
+    async def _plan(self, migration_id: str, options: Mapping[str, object]) -> dict[str, object]:
         record = await self.record(migration_id)
         if record.status not in ("initialized", "planned"):
             raise WrongState(f"migration {record.id} is {record.status}; only an initialized or planned migration "
@@ -158,6 +165,10 @@ class RunManager:
         return plan
 
     async def execute(self, migration_id: str) -> Migration:
+        async with self._control:
+            return await self._execute(migration_id)
+
+    async def _execute(self, migration_id: str) -> Migration:
         record = await self.record(migration_id)
         if record.status == "initialized":
             raise WrongState(f"migration {record.id} has no plan yet: POST /api/migrations/plan first")
@@ -174,6 +185,10 @@ class RunManager:
         return await self._launch(record, entry)
 
     async def pause(self, migration_id: str) -> str:
+        async with self._control:
+            return await self._pause(migration_id)
+
+    async def _pause(self, migration_id: str) -> str:
         record = await self.record(migration_id)
         entry = self._entries.get(record.id)
         run = entry.run if entry and entry.task and not entry.task.done() else None
@@ -186,6 +201,10 @@ class RunManager:
 
     async def resume(self, migration_id: str, urls: Mapping[str, str] | None = None) -> str:
         """Open a paused run's gate, or restart a stopped one from its checkpoints."""
+        async with self._control:
+            return await self._resume(migration_id, urls)
+
+    async def _resume(self, migration_id: str, urls: Mapping[str, str] | None = None) -> str:
         record = await self.record(migration_id)
         entry = self._entries.get(record.id)
         if entry and entry.run and entry.task and not entry.task.done():
@@ -203,6 +222,10 @@ class RunManager:
         return run.status
 
     async def cancel(self, migration_id: str) -> str:
+        async with self._control:
+            return await self._cancel(migration_id)
+
+    async def _cancel(self, migration_id: str) -> str:
         record = await self.record(migration_id)
         entry = self._entries.get(record.id)
         if entry and entry.task and not entry.task.done():
