@@ -18,6 +18,7 @@ import pytest
 
 from service.store import StateStore, open_state_store
 from tests.support.cli import Cli
+from tests.support.mongo import MongoServer
 from tests.support.pgcluster import Cluster
 
 NewDatabase = Callable[[], Awaitable[str]]
@@ -83,6 +84,31 @@ async def new_pg_db(pg_server: PgServer) -> AsyncIterator[NewDatabase]:
 async def pg_dsn(new_pg_db: NewDatabase) -> str:
     """The DSN of a fresh database of this test's own."""
     return await new_pg_db()
+
+
+@pytest.fixture(scope="session")
+def mongo_server() -> Iterator[MongoServer]:
+    """TEST_MONGO_URL when set (a real server), else an nx-27017 stand-in for the session."""
+    server = MongoServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def new_mongo_db(mongo_server: MongoServer) -> Callable[[], str]:
+    """A factory of URLs of fresh databases (`test_<uuid>`) on the session's MongoDB server."""
+
+    def make() -> str:
+        return urlunsplit(urlsplit(mongo_server.url)._replace(path=f"/t{uuid.uuid4().hex[:16]}"))
+
+    return make
+
+
+@pytest.fixture
+def mongo_url(new_mongo_db: Callable[[], str]) -> str:
+    return new_mongo_db()
 
 
 @pytest.fixture

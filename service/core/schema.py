@@ -16,6 +16,18 @@ class Column:
     type: pa.DataType
     nullable: bool = True
     native_type: str | None = None
+    # What an Arrow string column really holds, when targets should know: "json" (a JSON
+    # document: jsonb / nested documents), "uuid", "objectid", "decimal" (exact decimal text).
+    logical: str | None = None
+
+
+@dataclass(frozen=True)
+class Index:
+    """A secondary index of the source, recreated on a target the run creates."""
+
+    name: str
+    fields: tuple[tuple[str, int], ...]  # (field, 1 ascending | -1 descending)
+    unique: bool = False
 
 
 @dataclass(frozen=True)
@@ -28,6 +40,7 @@ class TableSchema:
     key: tuple[str, ...] = ()
     native_kind: str | None = None
     notes: tuple[str, ...] = field(default=())
+    indexes: tuple[Index, ...] = field(default=())
 
     @property
     def column_names(self) -> list[str]:

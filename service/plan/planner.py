@@ -10,6 +10,7 @@ from typing import Protocol
 
 from service.connectors.base import Source
 from service.connectors.csv.dialect import CsvOptions
+from service.connectors.mongo.options import MongoOptions
 from service.connectors.registry import open_source
 from service.core.errors import InvalidInput
 from service.core.types import spec_type_name
@@ -41,6 +42,8 @@ class PlanOptions(Protocol):
     def transforms(self) -> Mapping[str, object]: ...
     @property
     def csv(self) -> CsvOptions: ...
+    @property
+    def mongo(self) -> MongoOptions: ...
     def target_name(self, table: str) -> str: ...
 
 # Rows per second this service sustains per source → target kind on a 2-core machine (make bench,
@@ -56,7 +59,7 @@ _PER_TABLE_SECONDS = 0.05  # connecting, creating the table, the final commit
 
 async def make_plan(spec: PlanOptions, source_url: EndpointUrl, target_url: EndpointUrl) -> dict[str, object]:
     """Read the source's tables, columns and counts; raises UnknownTable / EndpointError."""
-    source = open_source(source_url, timeout=spec.timeout, csv=spec.csv)
+    source = open_source(source_url, timeout=spec.timeout, csv=spec.csv, mongo=spec.mongo)
     try:
         await source.check()
         names = list(spec.tables) if spec.tables else await source.list_tables()
@@ -92,5 +95,6 @@ async def _table(source: Source, name: str, spec: PlanOptions) -> dict[str, obje
         "columns": [{"name": c.name, "type": spec_type_name(c.type), "nullable": c.nullable,
                      **({"sourceType": c.native_type} if c.native_type else {})} for c in schema.columns],
         "key": list(schema.key),
+        "notes": list(schema.notes),
         "dependsOn": [],
     }

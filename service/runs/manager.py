@@ -346,7 +346,7 @@ class RunManager:
     async def _test(self, source: EndpointUrl, target: EndpointUrl) -> None:
         """Connect to both sides; a failure says which side and why."""
         src = open_source(source, timeout=self.timeout, csv=CsvOptions())
-        dst = open_sink(target, timeout=self.timeout, csv=CsvOptions(), parallel=1, replace=False)
+        dst = open_sink(target, timeout=self.timeout, csv=CsvOptions(), parallel=1)
         try:
             for side, endpoint, check in (("source", source, src.check), ("target", target, dst.check)):
                 try:

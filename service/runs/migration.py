@@ -160,9 +160,9 @@ class Migration:
         """Migrate every table. Raises the failure's cause (a MigratorError) after recording it."""
         spec = self.spec
         self._task = asyncio.current_task()
-        source = open_source(self.endpoints.source, timeout=spec.timeout, csv=spec.csv)
+        source = open_source(self.endpoints.source, timeout=spec.timeout, csv=spec.csv, mongo=spec.mongo)
         sink = open_sink(self.endpoints.target, timeout=spec.timeout, csv=spec.csv,
-                         parallel=spec.parallel_batches, replace=spec.mode == "replace")
+                         parallel=spec.parallel_batches, mode=spec.mode)
         try:
             await source.check()
             await sink.check()
@@ -310,7 +310,7 @@ def _native_format(source: Source, writer: TableWriter, schema: TableSchema, spe
     if spec.rules.get(schema.name) or spec.transforms.get(schema.name) or spec.dedupe.get(schema.name):
         return None
     shared = source.native_formats(schema) & writer.native_formats(schema)
-    for fmt in (NativeFormat.PG_BINARY, NativeFormat.CSV):
+    for fmt in (NativeFormat.PG_BINARY, NativeFormat.BSON, NativeFormat.CSV):
         if fmt in shared:
             return fmt
     return None

@@ -11,6 +11,7 @@ from typing import Literal
 import orjson
 
 from service.connectors.csv.dialect import CsvOptions
+from service.connectors.mongo.options import MongoOptions
 from service.core.errors import InvalidSpec
 from service.core.urls import storable
 
@@ -20,10 +21,10 @@ MODES = ("insert", "upsert", "replace")
 ON_ERROR = ("reject", "skip_batch", "stop")
 KNOWN = {
     "source", "target", "tables", "batchSize", "parallelBatches", "validation", "retryFailed", "timeout",
-    "mode", "onError", "rules", "transforms", "dedupe", "csv", "targetTables", "name",
+    "mode", "onError", "rules", "transforms", "dedupe", "csv", "mongo", "targetTables", "name",
 }
 # Keys that decide what a run does: two runs with equal values are the same migration (resume).
-_IDENTITY = ("source", "target", "tables", "targetTables", "mode", "rules", "transforms", "dedupe", "csv")
+_IDENTITY = ("source", "target", "tables", "targetTables", "mode", "rules", "transforms", "dedupe", "csv", "mongo")
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class MigrationSpec:
     transforms: Mapping[str, object] = field(default_factory=dict)
     dedupe: Mapping[str, object] = field(default_factory=dict)
     csv: CsvOptions = field(default_factory=CsvOptions)
+    mongo: MongoOptions = field(default_factory=MongoOptions)
     raw: Mapping[str, object] = field(default_factory=dict, compare=False)
 
     def target_name(self, table: str) -> str:
@@ -137,6 +139,11 @@ class MigrationSpec:
                 csv_opts = CsvOptions.from_spec(raw_csv)
             except InvalidSpec as exc:
                 problems.extend(exc.problems)
+        mongo_opts = MongoOptions()
+        try:
+            mongo_opts = MongoOptions.from_spec(d.get("mongo"))
+        except InvalidSpec as exc:
+            problems.extend(exc.problems)
         spec = cls(
             source=str(d.get("source", "")).strip(),
             target=str(d.get("target", "")).strip(),
@@ -153,6 +160,7 @@ class MigrationSpec:
             transforms=mapping("transforms"),
             dedupe=mapping("dedupe"),
             csv=csv_opts,
+            mongo=mongo_opts,
             raw=dict(d),
         )
         if problems:

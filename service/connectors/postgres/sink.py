@@ -99,11 +99,16 @@ class PostgresSink:
             self._conn = None
 
 
+# Columns whose Arrow type is text but whose values are more (see core.schema.Column.logical).
+_LOGICAL = {"json": "jsonb", "uuid": "uuid", "decimal": "numeric"}
+
+
 def _create_table_sql(source: TableSchema, target: str) -> str:
     same_kind = source.native_kind == "postgresql"
     defs = []
     for c in source.columns:
-        pg_type = c.native_type if same_kind and c.native_type else pg_type_for(c.type)
+        pg_type = (c.native_type if same_kind and c.native_type
+                   else _LOGICAL.get(c.logical or "") or pg_type_for(c.type))
         defs.append(f"{pgc.quote_ident(c.name)} {pg_type}{'' if c.nullable else ' NOT NULL'}")
     return f"CREATE TABLE {pgc.qualified(target)} ({', '.join(defs)})"
 

@@ -1,0 +1,1 @@
+"""MongoDB as source and sink, on PyMongo's async API (`AsyncMongoClient`)."""

@@ -1,0 +1,196 @@
+"""Writing MongoDB collections, exactly once without transactions.
+
+Each batch: (1) the ledger (`_migrator_checkpoints`) records the batch's last row as *pending*,
+(2) the documents are written (`insert_many(ordered=False)`, or upserts / replacements by `_id`
+in modes upsert / replace), (3) the ledger records the checkpoint. After a crash between (1) and
+(3) the resumed run re-reads that batch: a duplicate `_id` in it is a document this run already
+wrote (checked: it must equal ours) — anywhere else, a duplicate `_id` is a reject naming the key.
+
+Rows become documents: a single-column key becomes `_id` (a composite key an `_id` sub-document of
+its columns); a keyless source (a CSV file) gets stable ObjectIds derived from the row, so
+replays are recognised too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pyarrow as pa
+from bson.raw_bson import RawBSONDocument
+from pymongo import ReplaceOne, UpdateOne
+from pymongo.errors import BulkWriteError, PyMongoError
+
+from service.connectors.base import CommitTurn, OnRefusal
+from service.connectors.mongo import types
+from service.connectors.mongo.connection import Document, describe, endpoint_error, open_database
+from service.core.batch import Batch, Checkpoint, NativeFormat, NativePayload, Reject
+from service.core.schema import TableSchema
+from service.core.urls import EndpointUrl
+
+LEDGER = "_migrator_checkpoints"
+DUPLICATE_KEY = 11000
+
+
+class MongoSink:
+    kind = "mongodb"
+
+    def __init__(self, url: EndpointUrl, *, timeout: float, mode: str = "insert") -> None:
+        self.url = url
+        self.where = describe(url)
+        self.mode = mode
+        self.client, self.db = open_database(url, timeout)
+
+    async def check(self) -> None:
+        try:
+            await self.db.command("ping")
+        except PyMongoError as exc:
+            raise endpoint_error(exc, self.url, "connecting") from None
+
+    async def open_table(self, source: TableSchema, target_name: str, migration_id: str) -> MongoTableWriter:
+        ledger = self.db[LEDGER]
+        lid = f"{migration_id}/{target_name}"
+        try:
+            exists = target_name in await self.db.list_collection_names()
+            if not exists:
+                await self.db.create_collection(target_name)
+                # A new collection: any earlier checkpoint of it is void (it was dropped since).
+                await ledger.replace_one({"_id": lid}, {"_id": lid, "created": True, "checkpoint": None,
+                                                        "pending_row": None}, upsert=True)
+            else:
+                await ledger.update_one({"_id": lid}, {"$setOnInsert": {"created": False, "checkpoint": None,
+                                                                         "pending_row": None}}, upsert=True)
+            entry = await ledger.find_one({"_id": lid})
+        except PyMongoError as exc:
+            raise endpoint_error(exc, self.url, f"preparing collection {target_name}") from None
+        created = bool(entry and entry.get("created"))
+        return MongoTableWriter(self, source, target_name, migration_id, created)
+
+    async def close(self) -> None:
+        await self.client.close()
+
+
+class MongoTableWriter:
+    max_writers = 1  # batches commit in order; MongoDB gains little from parallel bulk inserts
+    on_refusal: OnRefusal = "reject"
+
+    def __init__(self, sink: MongoSink, source: TableSchema, target: str, migration_id: str, created: bool) -> None:
+        self.sink = sink
+        self.schema = source  # documents take the source's columns as they are
+        self.created = created
+        self._target = target
+        self._migration_id = migration_id
+        self._coll = sink.db[target]
+        self._ledger = sink.db[LEDGER]
+        self._lid = f"{migration_id}/{target}"
+        self._replay_until = 0  # rows up to this one may already be in the target (a crash mid-batch)
+        self._converters = [(c.name, conv) for c in source.columns
+                            if (conv := types.document_converter(c, source.native_kind)) is not None]
+
+    def native_formats(self, source: TableSchema) -> frozenset[NativeFormat]:
+        return frozenset({NativeFormat.BSON}) if source.native_kind == "mongodb" else frozenset()
+
+    async def reconcile(self, stored: Checkpoint | None) -> Checkpoint | None:
+        entry = await self._ledger.find_one({"_id": self._lid}) or {}
+        self._replay_until = int(entry.get("pending_row") or 0)
+        saved = entry.get("checkpoint")
+        if not saved:
+            return None
+        return Checkpoint(saved["position"], saved["rows_written"], saved["rows_failed"], saved["batches"], None)
+
+    async def write(self, batch: Batch, turn: CommitTurn) -> Checkpoint:
+        docs = self._documents(batch)
+        last_row = batch.first_row + batch.rows_read - 1
+        try:
+            await self._ledger.update_one({"_id": self._lid}, {"$set": {"pending_row": last_row}})
+            refused = await self._store(docs, replay=batch.first_row <= self._replay_until, table=batch.table)
+            checkpoint = await turn(refused)
+            await self._ledger.update_one({"_id": self._lid}, {"$set": {"pending_row": None, "checkpoint": {
+                "position": checkpoint.position, "rows_written": checkpoint.rows_written,
+                "rows_failed": checkpoint.rows_failed, "batches": checkpoint.batches}}})
+        except PyMongoError as exc:
+            raise endpoint_error(exc, self.sink.url, f"writing {self._target}") from None
+        return checkpoint
+
+    def _documents(self, batch: Batch) -> list[Any]:
+        if isinstance(batch.data, NativePayload):
+            return [RawBSONDocument(part) for part in batch.data.parts]
+        data: pa.RecordBatch = batch.data
+        rows: list[Document] = data.to_pylist()
+        for name, conv in self._converters:
+            for row in rows:
+                value = row.get(name)
+                if value is not None:
+                    row[name] = conv(value)
+        key = self.schema.key
+        if len(key) == 1:
+            if key[0] != "_id":
+                for row in rows:
+                    row["_id"] = row.pop(key[0])
+        elif key:
+            for row in rows:
+                row["_id"] = {k: row.pop(k) for k in key}
+        else:
+            for i, row in enumerate(rows):
+                row["_id"] = types.synthetic_id(self._migration_id, batch.table, f"{batch.first_row}+{i}")
+        return rows
+
+    async def _store(self, docs: Sequence[Any], *, replay: bool, table: str) -> list[Reject]:
+        if not docs:
+            return []
+        try:
+            if self.sink.mode == "insert":
+                await self._coll.insert_many(docs, ordered=False)
+            else:
+                await self._coll.bulk_write([self._upsert(d) for d in docs], ordered=False)
+            return []
+        except BulkWriteError as exc:
+            return await self._refusals(exc, docs, replay=replay, table=table)
+
+    def _upsert(self, doc: Any) -> ReplaceOne[Any] | UpdateOne:
+        plain = dict(doc) if isinstance(doc, RawBSONDocument) else doc
+        if self.sink.mode == "replace":
+            return ReplaceOne({"_id": plain["_id"]}, plain, upsert=True)
+        return UpdateOne({"_id": plain["_id"]}, {"$set": {k: v for k, v in plain.items() if k != "_id"}},
+                         upsert=True)
+
+    async def _refusals(self, exc: BulkWriteError, docs: Sequence[Any], *, replay: bool, table: str) -> list[Reject]:
+        errors = list(exc.details.get("writeErrors", []))
+        duplicates = [e for e in errors if e.get("code") == DUPLICATE_KEY]
+        ours: set[int] = set()
+        if replay and duplicates:
+            # Written by this run before it stopped — if the stored document is exactly ours.
+            wanted = {i: _plain(docs[e["index"]]) for e in duplicates if (i := e["index"]) < len(docs)}
+            found = {d["_id"]: d async for d in self._coll.find({"_id": {"$in": [d["_id"] for d in wanted.values()]}})}
+            ours = {i for i, d in wanted.items() if found.get(d["_id"]) == d}
+        rejects = []
+        for e in errors:
+            i = e.get("index", -1)
+            if i in ours or not 0 <= i < len(docs):
+                continue
+            key = types.key_text(_plain(docs[i]).get("_id"))
+            if e.get("code") == DUPLICATE_KEY:
+                rule, message = "duplicate_key", f"duplicate key: the target already holds a document with _id {key}"
+            else:
+                rule, message = "refused", f"MongoDB refused the document: {e.get('errmsg', 'unknown error')}"
+            rejects.append(Reject(table, None, key, "_id", key, rule, message))
+        return rejects
+
+    async def finish(self) -> None:
+        if not self.created:
+            return
+        for index in self.schema.indexes:  # after the load: faster than maintaining them per insert
+            try:
+                await self._coll.create_index(list(index.fields), name=index.name, unique=index.unique)
+            except PyMongoError as exc:
+                raise endpoint_error(exc, self.sink.url, f"creating index {index.name} on {self._target}") from None
+
+    async def close(self) -> None:
+        return None
+
+
+def _plain(doc: Any) -> Document:
+    return types.decoded(doc.raw) if isinstance(doc, RawBSONDocument) else dict(doc)
+
+
+
