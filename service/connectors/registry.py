@@ -32,7 +32,8 @@ def open_source(url: EndpointUrl, *, timeout: float, csv: CsvOptions, mongo: Mon
     raise InvalidUrl(f"{url.kind} is not supported as a source yet ({url.masked})")
 
 
-def open_sink(url: EndpointUrl, *, timeout: float, csv: CsvOptions, parallel: int, mode: str = "insert") -> Sink:
+def open_sink(url: EndpointUrl, *, timeout: float, csv: CsvOptions, parallel: int, mode: str = "insert",
+              mongo: MongoOptions | None = None) -> Sink:
     """`mode`: insert | upsert | replace (spec `mode`; for CSV, replace overwrites the file)."""
     if url.kind is Kind.POSTGRES:
         from service.connectors.postgres.sink import PostgresSink
@@ -49,5 +50,5 @@ def open_sink(url: EndpointUrl, *, timeout: float, csv: CsvOptions, parallel: in
     if url.kind is Kind.MONGO:
         from service.connectors.mongo.sink import MongoSink
 
-        return MongoSink(url, timeout=timeout, mode=mode)
+        return MongoSink(url, timeout=timeout, mode=mode, options=mongo)
     raise InvalidUrl(f"{url.kind} is not supported as a target yet ({url.masked})")

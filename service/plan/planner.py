@@ -63,6 +63,7 @@ async def make_plan(spec: PlanOptions, source_url: EndpointUrl, target_url: Endp
     try:
         await source.check()
         names = list(spec.tables) if spec.tables else await source.list_tables()
+        names.sort(key=lambda n: n in spec.mongo.embed)  # embedded rows after their parents
         if not names:
             raise InvalidInput(f"the source {source_url.masked} has no tables")
         tables = [await _table(source, name, spec) for name in names]
@@ -90,7 +91,8 @@ async def _table(source: Source, name: str, spec: PlanOptions) -> dict[str, obje
     schema = await source.describe(name)  # UnknownTable names a missing table
     return {
         "name": name,
-        "target": spec.target_name(name),
+        "target": (f"{embed.into}.{embed.field} (embedded by {embed.foreign_key})"
+                   if (embed := spec.mongo.embed.get(name)) else spec.target_name(name)),
         "totalRecords": await source.count(name, exact=True),
         "columns": [{"name": c.name, "type": spec_type_name(c.type), "nullable": c.nullable,
                      **({"sourceType": c.native_type} if c.native_type else {})} for c in schema.columns],

@@ -162,7 +162,7 @@ class Migration:
         self._task = asyncio.current_task()
         source = open_source(self.endpoints.source, timeout=spec.timeout, csv=spec.csv, mongo=spec.mongo)
         sink = open_sink(self.endpoints.target, timeout=spec.timeout, csv=spec.csv,
-                         parallel=spec.parallel_batches, mode=spec.mode)
+                         parallel=spec.parallel_batches, mode=spec.mode, mongo=spec.mongo)
         try:
             await source.check()
             await sink.check()
@@ -170,6 +170,8 @@ class Migration:
             if not tables:
                 raise InvalidInput(f"the source {self.endpoints.source.masked} has no tables")
             schemas = [await source.describe(t) for t in tables]
+            # Rows embedded into their parents' documents are written after the parents.
+            schemas.sort(key=lambda s: s.name in spec.mongo.embed)
             done = {t.table for t in await self.store.tables(self.id) if t.status == TableStatus.COMPLETED}
             for schema in schemas:
                 total = await source.count(schema.name, exact=False)

@@ -8,15 +8,28 @@ from typing import Literal
 
 from service.core.errors import InvalidSpec
 
-Nested = Literal["json", "flatten"]
+Nested = Literal["json", "flatten", "tables"]
+NESTED = ("json", "flatten", "tables")
 Mixed = Literal["widen", "reject"]
+
+
+@dataclass(frozen=True)
+class Embed:
+    """Rows of a table written as an array inside their parent documents (PG→Mongo): each row
+    goes into `into`'s document whose `_id` equals its `foreign_key` column, under `field`."""
+
+    into: str
+    foreign_key: str
+    field: str
 
 
 @dataclass(frozen=True)
 class MongoOptions:
     """`sampleSize`: documents read to infer a collection's columns (0: every document).
-    `nested`: objects and arrays become one JSON column (`json`, the default) or objects become
-    `parent_child` columns (`flatten`); `nestedFields` overrides it per field path.
+    `nested`: objects and arrays become one JSON column (`json`, the default), objects become
+    `parent_child` columns (`flatten`), or top-level arrays of objects become child tables
+    `<collection>_<field>` keyed by the parent's `_id` and the position (`tables`; other nested
+    values stay JSON); `nestedFields` overrides it per field path.
     `mixedTypes`: a field holding values of several types becomes a JSON column (`widen`), or the
     most common type is kept and the other rows are rejected (`reject`)."""
 
@@ -24,9 +37,14 @@ class MongoOptions:
     nested: Nested = "json"
     nested_fields: Mapping[str, Nested] = field(default_factory=dict)
     mixed_types: Mixed = "widen"
+    embed: Mapping[str, Embed] = field(default_factory=dict)
 
     def nesting(self, path: str) -> Nested:
         return self.nested_fields.get(path, self.nested)
+
+    @property
+    def makes_tables(self) -> bool:
+        return self.nested == "tables" or "tables" in self.nested_fields.values()
 
     @classmethod
     def from_spec(cls, raw: object) -> MongoOptions:
@@ -35,24 +53,40 @@ class MongoOptions:
         if not isinstance(raw, Mapping):
             raise InvalidSpec(["mongo must be a mapping of MongoDB options"])
         problems: list[str] = []
-        known = {"sampleSize", "nested", "nestedFields", "mixedTypes"}
+        known = {"sampleSize", "nested", "nestedFields", "mixedTypes", "embed"}
         problems += [f"mongo.{k}: unknown option (known: {', '.join(sorted(known))})" for k in raw if k not in known]
         sample = raw.get("sampleSize", 1000)
         if isinstance(sample, bool) or not isinstance(sample, int) or sample < 0:
             problems.append(f"mongo.sampleSize must be a whole number >= 0 (0: every document), not {sample!r}")
             sample = 1000
         nested = raw.get("nested", "json")
-        if nested not in ("json", "flatten"):
-            problems.append(f"mongo.nested must be json or flatten, not {nested!r}")
+        if nested not in NESTED:
+            problems.append(f"mongo.nested must be one of {', '.join(NESTED)}, not {nested!r}")
             nested = "json"
         fields = raw.get("nestedFields", {})
-        if not isinstance(fields, Mapping) or not all(v in ("json", "flatten") for v in fields.values()):
-            problems.append("mongo.nestedFields must map field paths to json or flatten")
+        if not isinstance(fields, Mapping) or not all(v in NESTED for v in fields.values()):
+            problems.append(f"mongo.nestedFields must map field paths to one of {', '.join(NESTED)}")
             fields = {}
         mixed = raw.get("mixedTypes", "widen")
         if mixed not in ("widen", "reject"):
             problems.append(f"mongo.mixedTypes must be widen or reject, not {mixed!r}")
             mixed = "widen"
+        embed = _embeds(raw.get("embed", {}), problems)
         if problems:
             raise InvalidSpec(problems)
-        return cls(sample, nested, {str(k): v for k, v in fields.items()}, mixed)
+        return cls(sample, nested, {str(k): v for k, v in fields.items()}, mixed, embed)
+
+
+def _embeds(raw: object, problems: list[str]) -> dict[str, Embed]:
+    """`embed: {order_items: {into: orders, foreignKey: order_id, as: items}}`."""
+    if not isinstance(raw, Mapping):
+        problems.append("mongo.embed must map a child table to {into, foreignKey, as}")
+        return {}
+    out: dict[str, Embed] = {}
+    for child, e in raw.items():
+        parts = [e.get(k) for k in ("into", "foreignKey", "as")] if isinstance(e, Mapping) else []
+        if len(parts) != 3 or not all(isinstance(p, str) and p for p in parts):
+            problems.append(f"mongo.embed.{child} must be {{into: parent table, foreignKey: column, as: field}}")
+            continue
+        out[str(child)] = Embed(*(str(p) for p in parts))
+    return out

@@ -24,7 +24,9 @@ from pymongo.errors import BulkWriteError, PyMongoError
 from service.connectors.base import CommitTurn, OnRefusal
 from service.connectors.mongo import types
 from service.connectors.mongo.connection import Document, describe, endpoint_error, open_database
+from service.connectors.mongo.options import Embed, MongoOptions
 from service.core.batch import Batch, Checkpoint, NativeFormat, NativePayload, Reject
+from service.core.errors import EndpointError
 from service.core.schema import TableSchema
 from service.core.urls import EndpointUrl
 
@@ -35,10 +37,12 @@ DUPLICATE_KEY = 11000
 class MongoSink:
     kind = "mongodb"
 
-    def __init__(self, url: EndpointUrl, *, timeout: float, mode: str = "insert") -> None:
+    def __init__(self, url: EndpointUrl, *, timeout: float, mode: str = "insert",
+                 options: MongoOptions | None = None) -> None:
         self.url = url
         self.where = describe(url)
         self.mode = mode
+        self.options = options or MongoOptions()
         self.client, self.db = open_database(url, timeout)
 
     async def check(self) -> None:
@@ -48,6 +52,9 @@ class MongoSink:
             raise endpoint_error(exc, self.url, "connecting") from None
 
     async def open_table(self, source: TableSchema, target_name: str, migration_id: str) -> MongoTableWriter:
+        embed = self.options.embed.get(source.name)
+        if embed is not None:  # rows go into their parents' documents, not a collection of their own
+            return MongoTableWriter(self, source, embed.into, migration_id, created=False, embed=embed)
         ledger = self.db[LEDGER]
         lid = f"{migration_id}/{target_name}"
         try:
@@ -74,15 +81,17 @@ class MongoTableWriter:
     max_writers = 1  # batches commit in order; MongoDB gains little from parallel bulk inserts
     on_refusal: OnRefusal = "reject"
 
-    def __init__(self, sink: MongoSink, source: TableSchema, target: str, migration_id: str, created: bool) -> None:
+    def __init__(self, sink: MongoSink, source: TableSchema, target: str, migration_id: str, created: bool,
+                 embed: Embed | None = None) -> None:
         self.sink = sink
+        self.embed = embed
         self.schema = source  # documents take the source's columns as they are
         self.created = created
         self._target = target
         self._migration_id = migration_id
         self._coll = sink.db[target]
         self._ledger = sink.db[LEDGER]
-        self._lid = f"{migration_id}/{target}"
+        self._lid = f"{migration_id}/{target}" + (f"/{source.name}" if embed else "")
         self._replay_until = 0  # rows up to this one may already be in the target (a crash mid-batch)
         self._converters = [(c.name, conv) for c in source.columns
                             if (conv := types.document_converter(c, source.native_kind)) is not None]
@@ -122,6 +131,8 @@ class MongoTableWriter:
                 value = row.get(name)
                 if value is not None:
                     row[name] = conv(value)
+        if self.embed is not None:
+            return rows  # keyed by their foreign key when written
         key = self.schema.key
         if len(key) == 1:
             if key[0] != "_id":
@@ -138,6 +149,8 @@ class MongoTableWriter:
     async def _store(self, docs: Sequence[Any], *, replay: bool, table: str) -> list[Reject]:
         if not docs:
             return []
+        if self.embed is not None:
+            return await self._embed(docs, table, self.embed)
         try:
             if self.sink.mode == "insert":
                 await self._coll.insert_many(docs, ordered=False)
@@ -174,6 +187,36 @@ class MongoTableWriter:
             else:
                 rule, message = "refused", f"MongoDB refused the document: {e.get('errmsg', 'unknown error')}"
             rejects.append(Reject(table, None, key, "_id", key, rule, message))
+        return rejects
+
+    async def _embed(self, rows: Sequence[Document], table: str, embed: Embed) -> list[Reject]:
+        """Each row into its parent's array, by rewriting the parent (read, add, replace): a row
+        already in the array (a replayed batch) is not added twice; a row whose parent does not
+        exist is a reject. (Whole-document replacement also works on servers whose `$push` /
+        `$addToSet` on arrays of documents are unreliable.)"""
+        fk = embed.foreign_key
+        wanted = list({row.get(fk) for row in rows})
+        parents = {d["_id"]: d async for d in self._coll.find({"_id": {"$in": wanted}})}
+        changed: dict[object, Document] = {}
+        rejects: list[Reject] = []
+        for row in rows:
+            parent_id = row.pop(fk, None)
+            parent = parents.get(parent_id)
+            if parent is None:
+                value = types.key_text(parent_id)
+                key = ", ".join(str(row.get(k)) for k in self.schema.key) or None
+                rejects.append(Reject(table, None, key, fk, value, "no_parent",
+                                      f"no document with _id {value} in {embed.into} to embed this row in"))
+                continue
+            items = parent.setdefault(embed.field, [])
+            if not isinstance(items, list):
+                raise EndpointError(f"{embed.into} document {types.key_text(parent_id)} holds a "
+                                    f"{types.kind(items)} in {embed.field!r}, not an array to embed rows in")
+            if row not in items:
+                items.append(row)
+                changed[parent_id] = parent
+        if changed:
+            await self._coll.bulk_write([ReplaceOne({"_id": k}, d) for k, d in changed.items()], ordered=True)
         return rejects
 
     async def finish(self) -> None:

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator
+from dataclasses import replace
 from typing import Any
 
+import pyarrow as pa
 from bson import json_util
 from bson.codec_options import CodecOptions
 from bson.json_util import CANONICAL_JSON_OPTIONS
@@ -18,8 +20,8 @@ from service.connectors.mongo import types
 from service.connectors.mongo.connection import describe, endpoint_error, open_database
 from service.connectors.mongo.options import MongoOptions
 from service.core.batch import Batch, NativeFormat, NativePayload, Position
-from service.core.errors import EndpointError, UnknownTable
-from service.core.schema import Index, TableSchema
+from service.core.errors import UnknownTable
+from service.core.schema import Column, Index, TableSchema
 from service.core.urls import EndpointUrl
 
 REOPEN_ATTEMPTS = 5
@@ -45,6 +47,8 @@ class MongoSource:
         self.options = options or MongoOptions()
         self.client, self.db = open_database(url, timeout)
         self._fields: dict[str, list[types.Field]] = {}
+        self._samples: dict[str, list[types.Document]] = {}
+        self._children: dict[str, tuple[str, str]] = {}  # child table -> (collection, field)
 
     async def check(self) -> None:
         try:
@@ -53,28 +57,49 @@ class MongoSource:
             raise endpoint_error(exc, self.url, "connecting") from None
 
     async def list_tables(self) -> list[str]:
+        """Collections, each followed by its child tables (`nested: tables`)."""
         try:
             names = await self.db.list_collection_names()
         except PyMongoError as exc:
             raise endpoint_error(exc, self.url, "listing collections") from None
-        return sorted(n for n in names if not n.startswith(HIDDEN_PREFIXES))
+        tables: list[str] = []
+        for name in sorted(n for n in names if not n.startswith(HIDDEN_PREFIXES)):
+            tables.append(name)
+            if self.options.makes_tables:
+                for field in types.child_fields(await self._sample(name), self.options):
+                    self._children[f"{name}_{field}"] = (name, field)
+                    tables.append(f"{name}_{field}")
+        return tables
 
-    async def describe(self, table: str) -> TableSchema:
-        if table not in await self.list_tables():
-            raise UnknownTable(f"MongoDB at {self.where} has no collection {table!r}")
-        coll = self.db[table]
-        n = self.options.sample_size
+    async def _sample(self, collection: str) -> list[types.Document]:
+        if collection in self._samples:
+            return self._samples[collection]
+        coll, n = self.db[collection], self.options.sample_size
         try:
             if n == 0 or await coll.estimated_document_count() <= n:
                 sample = await coll.find({}).to_list(None)
             else:
                 sample = await (await coll.aggregate([{"$sample": {"size": n}}])).to_list(None)
-            indexes = [ix async for ix in await coll.list_indexes()]
         except PyMongoError as exc:
-            raise endpoint_error(exc, self.url, f"sampling {table}") from None
-        fields, notes = types.infer(table, sample, self.options)
+            raise endpoint_error(exc, self.url, f"sampling {collection}") from None
+        self._samples[collection] = sample
+        return sample
+
+    async def describe(self, table: str) -> TableSchema:
+        if table not in await self.list_tables():
+            raise UnknownTable(f"MongoDB at {self.where} has no collection {table!r}")
+        if table in self._children:
+            return await self._describe_child(table, *self._children[table])
+        sample = await self._sample(table)
+        children = types.child_fields(sample, self.options) if self.options.makes_tables else []
+        try:
+            indexes = [ix async for ix in await self.db[table].list_indexes()]
+        except PyMongoError as exc:
+            raise endpoint_error(exc, self.url, f"reading the indexes of {table}") from None
+        fields, notes = types.infer(table, sample, self.options, exclude=children)
         if not fields:
             fields, _ = types.infer(table, [{"_id": None}], self.options)
+        notes += [f"{table}.{f}: arrays of objects go to child table {table}_{f}" for f in children]
         self._fields[table] = fields
         schema = types.schema_of(table, fields, notes)
         found = tuple(Index(str(ix["name"]), tuple((str(k), int(v) if isinstance(v, int | float) else 1)
@@ -82,15 +107,37 @@ class MongoSource:
                       for ix in indexes if ix.get("name") != "_id_" and list(ix["key"]) != ["_id"])
         return TableSchema(schema.name, schema.columns, schema.key, schema.native_kind, schema.notes, found)
 
+    async def _describe_child(self, table: str, parent: str, field: str) -> TableSchema:
+        sample = await self._sample(parent)
+        rows = [row for doc in sample for row in _unwind(doc, parent, field)]
+        parent_kind = types.infer(parent, [{"_id": d["_id"]} for d in sample], self.options)[0][0]
+        element_fields, notes = types.infer(table, [{k: v for k, v in r.items() if k not in (f"{parent}_id",
+                                                                                            "position")}
+                                                    for r in rows], self.options)
+        key_col = types.Field(replace(parent_kind.column, name=f"{parent}_id", nullable=False), (f"{parent}_id",),
+                              parent_kind.kind)
+        position = types.Field(Column("position", pa.int64(), False, "bson:int"), ("position",), "int")
+        fields = [key_col, position, *[f for f in element_fields if f.column.name not in (f"{parent}_id", "position")]]
+        self._fields[table] = fields
+        return TableSchema(table, tuple(f.column for f in fields), (f"{parent}_id", "position"), "mongodb",
+                           (f"{table}: the elements of {parent}.{field}, keyed by {parent}_id and position", *notes))
+
     async def count(self, table: str, *, exact: bool = True) -> int:
         # The collection's own count (metadata): exact for a collection not being written to;
-        # count_documents({}) would scan every document.
+        # count_documents({}) would scan every document. A child table: estimated from the sample.
         try:
+            if table in self._children:
+                parent, field = self._children[table]
+                sample = await self._sample(parent)
+                per_doc = sum(len(_unwind(d, parent, field)) for d in sample) / max(1, len(sample))
+                return round(per_doc * await self.db[parent].estimated_document_count())
             return int(await self.db[table].estimated_document_count())
         except PyMongoError as exc:
             raise endpoint_error(exc, self.url, f"counting {table}") from None
 
     def native_formats(self, schema: TableSchema) -> frozenset[NativeFormat]:
+        if schema.name in self._children or any(schema.name == p for p, _ in self._children.values()):
+            return frozenset()  # a parent without its child arrays is not the raw document
         return frozenset({NativeFormat.BSON})
 
     async def read(self, schema: TableSchema, *, after: Position, start_row: int, batch_size: int,
@@ -98,7 +145,8 @@ class MongoSource:
         if schema.name not in self._fields:
             await self.describe(schema.name)
         fields = self._fields[schema.name]
-        coll = self.db[schema.name]
+        child = self._children.get(schema.name)
+        coll = self.db[child[0] if child else schema.name]
         if native is NativeFormat.BSON:
             coll = coll.with_options(codec_options=CodecOptions(document_class=RawBSONDocument))  # type: ignore[arg-type]
         last = decode_id(after)
@@ -106,18 +154,22 @@ class MongoSource:
         while True:
             # {"$exists": true} keeps the server on the _id index in _id order from the start.
             query = {"_id": {"$gt": last}} if last is not None else {"_id": {"$exists": True}}
-            cursor = coll.find(query, sort=[("_id", 1)], batch_size=batch_size)
+            projection = {child[1]: 1} if child else None
+            cursor = coll.find(query, projection, sort=[("_id", 1)], batch_size=batch_size)
             docs: list[Any] = []
+            rows: list[Any] = []  # a child table's rows: whole parents per batch
             try:
                 async for doc in cursor:
                     docs.append(doc)
-                    if len(docs) >= batch_size:
+                    if child:
+                        rows.extend(_unwind(doc, *child))
+                    if len(rows if child else docs) >= batch_size:
                         last = docs[-1]["_id"]
-                        yield await self._batch(schema, fields, seq, row, docs, native)
-                        seq, row, docs = seq + 1, row + len(docs), []
-                        failures = 0
+                        yield await self._batch(schema, fields, seq, row, docs, native, rows if child else None)
+                        seq, row = seq + 1, row + len(rows if child else docs)
+                        docs, rows, failures = [], [], 0
                 if docs:
-                    yield await self._batch(schema, fields, seq, row, docs, native)
+                    yield await self._batch(schema, fields, seq, row, docs, native, rows if child else None)
                 return
             except (AutoReconnect, CursorNotFound) as exc:
                 failures += 1
@@ -130,17 +182,27 @@ class MongoSource:
                 await cursor.close()
 
     async def _batch(self, schema: TableSchema, fields: list[types.Field], seq: int, row: int, docs: list[Any],
-                     native: NativeFormat | None) -> Batch:
+                     native: NativeFormat | None, rows: list[Any] | None = None) -> Batch:
+        """A batch of `docs` (or of the child `rows` unwound from them), up to the last doc's _id."""
         upto = encode_id(docs[-1]["_id"])
         if native is NativeFormat.BSON:
             payload = NativePayload(NativeFormat.BSON, [d.raw for d in docs])
             return Batch(seq=seq, table=schema.name, upto=upto, first_row=row, data=payload, rows_read=len(docs))
-        data, rejects = await asyncio.to_thread(types.to_arrow, docs, fields, schema.name, row)
-        return Batch(seq=seq, table=schema.name, upto=upto, first_row=row, data=data, rows_read=len(docs),
+        records = docs if rows is None else rows
+        data, rejects = await asyncio.to_thread(types.to_arrow, records, fields, schema.name, row)
+        return Batch(seq=seq, table=schema.name, upto=upto, first_row=row, data=data, rows_read=len(records),
                      rejects=rejects)
 
     async def close(self) -> None:
         await self.client.close()
 
 
-__all__ = ["EndpointError", "MongoSource"]
+
+def _unwind(doc: types.Document, parent: str, field: str) -> list[types.Document]:
+    """The child rows of one parent document: each object of its array, with the parent's `_id`
+    and its position in the array."""
+    items = doc.get(field)
+    if not isinstance(items, list):
+        return []
+    return [{f"{parent}_id": doc["_id"], "position": i, **item} for i, item in enumerate(items)
+            if isinstance(item, dict)]

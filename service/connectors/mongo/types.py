@@ -92,14 +92,30 @@ class Field:
     kind: str  # a key of _COLUMN
 
 
-def infer(name: str, docs: Sequence[Document], options: MongoOptions) -> tuple[list[Field], list[str]]:
-    """Columns of a collection from sample documents, and notes on the choices made."""
+def child_fields(docs: Sequence[Document], options: MongoOptions) -> list[str]:
+    """Top-level fields that hold arrays of objects and whose policy is `tables`, in first-seen order."""
+    found: dict[str, None] = {}
+    for doc in docs:
+        for key, value in doc.items():
+            if (key != "_id" and isinstance(value, list) and value and all(isinstance(v, dict) for v in value)
+                    and options.nesting(key) == "tables"):
+                found[key] = None
+    return list(found)
+
+
+def infer(name: str, docs: Sequence[Document], options: MongoOptions,
+          exclude: Iterable[str] = ()) -> tuple[list[Field], list[str]]:
+    """Columns of a collection from sample documents, and notes on the choices made. Fields in
+    `exclude` (moved to child tables) are left out."""
     kinds: dict[tuple[str, ...], Counter[str]] = {}
     seen: dict[tuple[str, ...], int] = {}
+    skip = set(exclude)
 
     def visit(doc: Document, prefix: tuple[str, ...]) -> None:
         for key, value in doc.items():
             path = (*prefix, str(key))
+            if not prefix and key in skip:
+                continue
             k = kind(value)
             if k == "object" and prefix + (key,) != ("_id",) and options.nesting(".".join(path)) == "flatten":
                 visit(value, path)
