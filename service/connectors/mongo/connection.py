@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -61,3 +62,15 @@ def endpoint_error(exc: PyMongoError, url: EndpointUrl, doing: str) -> EndpointE
     if isinstance(exc, OperationFailure) and exc.code in (13, 18, 8000):
         return TerminalError(f"MongoDB at {where}: not authorized ({reason})")
     return EndpointError(f"MongoDB at {where}: {doing} failed: {reason}")
+
+
+def reraise_swallowed_cancel() -> None:
+    """Raise the task's pending cancellation, if a driver call swallowed it.
+
+    PyMongo sends commands through `asyncio.wait_for`, which on Python 3.11 returns the result
+    instead of raising when the cancellation arrives just as the command completes. The task then
+    runs on as if never cancelled (a cancelled migration would never stop). Called after driver
+    calls on paths a cancellation must stop."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

@@ -23,7 +23,13 @@ from pymongo.errors import BulkWriteError, PyMongoError
 
 from service.connectors.base import CommitTurn, OnRefusal
 from service.connectors.mongo import types
-from service.connectors.mongo.connection import Document, describe, endpoint_error, open_database
+from service.connectors.mongo.connection import (
+    Document,
+    describe,
+    endpoint_error,
+    open_database,
+    reraise_swallowed_cancel,
+)
 from service.connectors.mongo.options import Embed, MongoOptions
 from service.core.batch import Batch, Checkpoint, NativeFormat, NativePayload, Reject
 from service.core.errors import EndpointError
@@ -50,6 +56,7 @@ class MongoSink:
             await self.db.command("ping")
         except PyMongoError as exc:
             raise endpoint_error(exc, self.url, "connecting") from None
+        reraise_swallowed_cancel()
 
     async def open_table(self, source: TableSchema, target_name: str, migration_id: str) -> MongoTableWriter:
         embed = self.options.embed.get(source.name)
@@ -70,6 +77,7 @@ class MongoSink:
             entry = await ledger.find_one({"_id": lid})
         except PyMongoError as exc:
             raise endpoint_error(exc, self.url, f"preparing collection {target_name}") from None
+        reraise_swallowed_cancel()
         created = bool(entry and entry.get("created"))
         return MongoTableWriter(self, source, target_name, migration_id, created)
 
@@ -112,11 +120,14 @@ class MongoTableWriter:
         last_row = batch.first_row + batch.rows_read - 1
         try:
             await self._ledger.update_one({"_id": self._lid}, {"$set": {"pending_row": last_row}})
+            reraise_swallowed_cancel()
             refused = await self._store(docs, replay=batch.first_row <= self._replay_until, table=batch.table)
+            reraise_swallowed_cancel()
             checkpoint = await turn(refused)
             await self._ledger.update_one({"_id": self._lid}, {"$set": {"pending_row": None, "checkpoint": {
                 "position": checkpoint.position, "rows_written": checkpoint.rows_written,
                 "rows_failed": checkpoint.rows_failed, "batches": checkpoint.batches}}})
+            reraise_swallowed_cancel()
         except PyMongoError as exc:
             raise endpoint_error(exc, self.sink.url, f"writing {self._target}") from None
         return checkpoint
@@ -186,7 +197,7 @@ class MongoTableWriter:
                 rule, message = "duplicate_key", f"duplicate key: the target already holds a document with _id {key}"
             else:
                 rule, message = "refused", f"MongoDB refused the document: {e.get('errmsg', 'unknown error')}"
-            rejects.append(Reject(table, None, key, "_id", key, rule, message))
+            rejects.append(Reject(table, None, key, None, None, rule, message))
         return rejects
 
     async def _embed(self, rows: Sequence[Document], table: str, embed: Embed) -> list[Reject]:

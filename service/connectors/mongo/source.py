@@ -17,7 +17,7 @@ from bson.raw_bson import RawBSONDocument
 from pymongo.errors import AutoReconnect, CursorNotFound, PyMongoError
 
 from service.connectors.mongo import types
-from service.connectors.mongo.connection import describe, endpoint_error, open_database
+from service.connectors.mongo.connection import describe, endpoint_error, open_database, reraise_swallowed_cancel
 from service.connectors.mongo.options import MongoOptions
 from service.core.batch import Batch, NativeFormat, NativePayload, Position
 from service.core.errors import UnknownTable
@@ -55,6 +55,7 @@ class MongoSource:
             await self.db.command("ping")
         except PyMongoError as exc:
             raise endpoint_error(exc, self.url, "connecting") from None
+        reraise_swallowed_cancel()
 
     async def list_tables(self) -> list[str]:
         """Collections, each followed by its child tables (`nested: tables`)."""
@@ -62,6 +63,7 @@ class MongoSource:
             names = await self.db.list_collection_names()
         except PyMongoError as exc:
             raise endpoint_error(exc, self.url, "listing collections") from None
+        reraise_swallowed_cancel()
         tables: list[str] = []
         for name in sorted(n for n in names if not n.startswith(HIDDEN_PREFIXES)):
             tables.append(name)
@@ -82,6 +84,7 @@ class MongoSource:
                 sample = await (await coll.aggregate([{"$sample": {"size": n}}])).to_list(None)
         except PyMongoError as exc:
             raise endpoint_error(exc, self.url, f"sampling {collection}") from None
+        reraise_swallowed_cancel()
         self._samples[collection] = sample
         return sample
 
@@ -160,6 +163,7 @@ class MongoSource:
             rows: list[Any] = []  # a child table's rows: whole parents per batch
             try:
                 async for doc in cursor:
+                    reraise_swallowed_cancel()
                     docs.append(doc)
                     if child:
                         rows.extend(_unwind(doc, *child))

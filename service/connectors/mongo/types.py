@@ -31,6 +31,7 @@ from bson.binary import UuidRepresentation
 from bson.codec_options import CodecOptions
 
 from service.connectors.mongo.options import MongoOptions
+from service.connectors.postgres.arrays import element_parser, parse_array
 from service.core.batch import Reject
 from service.core.schema import Column, TableSchema
 
@@ -315,6 +316,9 @@ def document_converter(col: Column, source_kind: str | None) -> Callable[[object
     logical = col.logical or ("json" if native in ("json", "jsonb") else "uuid" if native == "uuid"
                               else "decimal" if native.startswith("numeric") and pa.types.is_string(col.type)
                               else None)
+    if native.endswith("[]") and pa.types.is_string(col.type):  # a PostgreSQL array, as text
+        parse = element_parser(native[:-2])
+        return lambda v: parse_array(v, parse) if isinstance(v, str) else v
     if logical == "json":
         return lambda v: revive(orjson.loads(v)) if isinstance(v, str | bytes) else v
     if logical == "uuid":
