@@ -3,6 +3,10 @@ real PostgreSQL, ending with exactly the source rows in the target."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from pymongo import AsyncMongoClient
+
 from tests.conftest import NewDatabase
 from tests.support import pg
 from tests.support.api import Api
@@ -78,3 +82,32 @@ async def test_history_lists_migrations_newest_first(api: Api, new_pg_db: NewDat
     assert [m["id"] for m in history][:2] == [second["id"], first]
     one = await api.get(f"/api/migrations/{first}")
     assert one["migration"]["status"] == "completed" and one["summary"]["migratedCount"] == 100
+
+
+async def test_the_seed_labs_mongodb_to_mongodb_flow(api: Api, new_mongo_db: Callable[[], str]) -> None:
+    """Lab 1–3 as written: two MongoDB databases, initialize → plan → execute → summary."""
+    source, target = new_mongo_db(), new_mongo_db()
+    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(source)
+    try:
+        db = client.get_default_database()
+        await db.users.insert_many([{"_id": i, "email": f"u{i}@example.com", "tags": ["a"]} for i in range(7000)])
+        await db.products.insert_many([{"name": f"p{i}", "price": i * 1.5} for i in range(1200)])
+    finally:
+        await client.close()
+
+    init = await api.post("/api/migrations/initialize", {"sourceDB": source, "targetDB": target})
+    assert init["message"] == "Migration manager initialized successfully"
+    plan = (await api.post("/api/migrations/plan", {"tables": ["users", "products"]}))["plan"]
+    assert plan["totalRecords"] == 8200
+    await api.post("/api/migrations/execute", {}, status=202)
+    summary = await api.wait_status("completed")
+    assert (summary["migratedCount"], summary["failedCount"]) == (8200, 0)
+
+    client = AsyncMongoClient(target)
+    try:
+        db = client.get_default_database()
+        assert await db.users.count_documents({}) == 7000
+        assert await db.users.find_one({"_id": 6999}) == {"_id": 6999, "email": "u6999@example.com", "tags": ["a"]}
+        assert await db.products.count_documents({}) == 1200
+    finally:
+        await client.close()
