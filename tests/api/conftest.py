@@ -14,7 +14,9 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from service.api.app import create_app
 from service.core.settings import Settings
+from tests.conftest import NewDatabase
 from tests.support.api import TOKEN, Api
+from tests.support.bigtable import create_big_table
 
 
 @pytest.fixture
@@ -44,3 +46,15 @@ def make_api(settings: Settings) -> Callable[..., Any]:
             yield Api(client)
 
     return start
+
+
+ROWS = 50_000  # rows of `big_source`'s table `big`: long enough to pause a run with SPEC mid-way
+SPEC = {"tables": ["big"], "batchSize": 500}
+ENDED = ("completed", "failed", "cancelled", "interrupted", "rolled_back")
+
+
+@pytest.fixture
+async def big_source(new_pg_db: NewDatabase) -> str:
+    dsn = await new_pg_db()
+    await create_big_table(dsn, ROWS)
+    return dsn

@@ -9,23 +9,10 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-import pytest
-
+from tests.api.conftest import ENDED, ROWS, SPEC
 from tests.conftest import NewDatabase
 from tests.support import pg
 from tests.support.api import Api
-from tests.support.bigtable import create_big_table
-
-ROWS = 50_000
-SPEC = {"tables": ["big"], "batchSize": 500}
-ENDED = ("completed", "failed", "cancelled", "interrupted", "rolled_back")
-
-
-@pytest.fixture
-async def big_source(new_pg_db: NewDatabase) -> str:
-    dsn = await new_pg_db()
-    await create_big_table(dsn, ROWS)
-    return dsn
 
 
 async def reach(api: Api, mid: str, status: str, timeout: float = 60) -> dict[str, Any]:

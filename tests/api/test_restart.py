@@ -15,23 +15,12 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 import pytest
 
+from tests.api.conftest import ENDED, ROWS, SPEC
 from tests.conftest import NewDatabase
 from tests.support import pg
 from tests.support.api import AUTH, TOKEN, Api
-from tests.support.bigtable import create_big_table
 from tests.support.cli import Cli
 from tests.support.pgcluster import free_port
-
-ROWS = 50_000
-SPEC = {"tables": ["big"], "batchSize": 500}
-ENDED = ("completed", "failed", "cancelled", "interrupted", "rolled_back")
-
-
-@pytest.fixture
-async def big_source(new_pg_db: NewDatabase) -> str:
-    dsn = await new_pg_db()
-    await create_big_table(dsn, ROWS)
-    return dsn
 
 
 async def migrated_some(api: Api, mid: str) -> None:

@@ -74,3 +74,12 @@ def reraise_swallowed_cancel() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
+
+
+async def ping(db: AsyncDatabase[Document], url: EndpointUrl) -> None:
+    """Connect (lazily, on the first command), or a clear EndpointError."""
+    try:
+        await db.command("ping")
+    except PyMongoError as exc:
+        raise endpoint_error(exc, url, "connecting") from None
+    reraise_swallowed_cancel()

@@ -28,6 +28,7 @@ from service.connectors.mongo.connection import (
     describe,
     endpoint_error,
     open_database,
+    ping,
     reraise_swallowed_cancel,
 )
 from service.connectors.mongo.options import Embed, MongoOptions
@@ -52,11 +53,7 @@ class MongoSink:
         self.client, self.db = open_database(url, timeout)
 
     async def check(self) -> None:
-        try:
-            await self.db.command("ping")
-        except PyMongoError as exc:
-            raise endpoint_error(exc, self.url, "connecting") from None
-        reraise_swallowed_cancel()
+        await ping(self.db, self.url)
 
     async def open_table(self, source: TableSchema, target_name: str, migration_id: str) -> MongoTableWriter:
         embed = self.options.embed.get(source.name)

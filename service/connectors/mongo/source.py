@@ -17,7 +17,13 @@ from bson.raw_bson import RawBSONDocument
 from pymongo.errors import AutoReconnect, CursorNotFound, PyMongoError
 
 from service.connectors.mongo import types
-from service.connectors.mongo.connection import describe, endpoint_error, open_database, reraise_swallowed_cancel
+from service.connectors.mongo.connection import (
+    describe,
+    endpoint_error,
+    open_database,
+    ping,
+    reraise_swallowed_cancel,
+)
 from service.connectors.mongo.options import MongoOptions
 from service.core.batch import Batch, NativeFormat, NativePayload, Position
 from service.core.errors import UnknownTable
@@ -51,11 +57,7 @@ class MongoSource:
         self._children: dict[str, tuple[str, str]] = {}  # child table -> (collection, field)
 
     async def check(self) -> None:
-        try:
-            await self.db.command("ping")
-        except PyMongoError as exc:
-            raise endpoint_error(exc, self.url, "connecting") from None
-        reraise_swallowed_cancel()
+        await ping(self.db, self.url)
 
     async def list_tables(self) -> list[str]:
         """Collections, each followed by its child tables (`nested: tables`)."""
