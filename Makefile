@@ -36,6 +36,7 @@ test: $(STAMP) deps
 bench: $(STAMP) deps
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/api.py
+	$(BIN)/python bench/mongo.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check service tests bench

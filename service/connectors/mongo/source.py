@@ -5,7 +5,7 @@ survives). A cursor that dies on a long run is opened again after the last `_id`
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import replace
 from typing import Any
 
@@ -161,22 +161,22 @@ class MongoSource:
             query = {"_id": {"$gt": last}} if last is not None else {"_id": {"$exists": True}}
             projection = {child[1]: 1} if child else None
             cursor = coll.find(query, projection, sort=[("_id", 1)], batch_size=batch_size)
-            docs: list[Any] = []
-            rows: list[Any] = []  # a child table's rows: whole parents per batch
+            # One batch is converted (in a thread) while the next one is fetched.
+            converting: asyncio.Future[Batch] | None = None
             try:
-                async for doc in cursor:
-                    reraise_swallowed_cancel()
-                    docs.append(doc)
-                    if child:
-                        rows.extend(_unwind(doc, *child))
-                    if len(rows if child else docs) >= batch_size:
-                        last = docs[-1]["_id"]
-                        yield await self._batch(schema, fields, seq, row, docs, native, rows if child else None)
-                        seq, row = seq + 1, row + len(rows if child else docs)
-                        docs, rows, failures = [], [], 0
-                if docs:
-                    yield await self._batch(schema, fields, seq, row, docs, native, rows if child else None)
-                return
+                it = aiter(cursor)
+                while True:
+                    docs, rows = await _take(it, child, batch_size)
+                    if converting is not None:
+                        batch = await converting
+                        converting = None
+                        last = decode_id(batch.upto)
+                        yield batch
+                        seq, row, failures = seq + 1, row + batch.rows_read, 0
+                    if not docs:
+                        return
+                    converting = asyncio.ensure_future(
+                        self._batch(schema, fields, seq, row, docs, native, rows if child else None))
             except (AutoReconnect, CursorNotFound) as exc:
                 failures += 1
                 if failures > REOPEN_ATTEMPTS:
@@ -185,6 +185,9 @@ class MongoSource:
             except PyMongoError as exc:
                 raise endpoint_error(exc, self.url, f"reading {schema.name}") from None
             finally:
+                if converting is not None:
+                    converting.cancel()
+                    await asyncio.gather(converting, return_exceptions=True)
                 await cursor.close()
 
     async def _batch(self, schema: TableSchema, fields: list[types.Field], seq: int, row: int, docs: list[Any],
@@ -202,6 +205,23 @@ class MongoSource:
     async def close(self) -> None:
         await self.client.close()
 
+
+
+async def _take(it: AsyncIterator[Any], child: tuple[str, str] | None, batch_size: int
+                ) -> tuple[list[Any], list[Any]]:
+    """The next documents from the cursor: `batch_size` of them, or for a child table whole
+    documents until their rows reach `batch_size`; and those rows."""
+    docs: list[Any] = []
+    rows: list[Any] = []
+    while len(rows if child else docs) < batch_size:
+        doc = await anext(it, None)
+        reraise_swallowed_cancel()
+        if doc is None:
+            break
+        docs.append(doc)
+        if child:
+            rows.extend(_unwind(doc, *child))
+    return docs, rows
 
 
 def _unwind(doc: types.Document, parent: str, field: str) -> list[types.Document]:
