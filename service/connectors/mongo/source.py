@@ -5,6 +5,7 @@ survives). A cursor that dies on a long run is opened again after the last `_id`
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import replace
 from typing import Any
@@ -30,6 +31,7 @@ from service.core.errors import UnknownTable
 from service.core.schema import Column, Index, TableSchema
 from service.core.urls import EndpointUrl
 
+log = logging.getLogger(__name__)
 REOPEN_ATTEMPTS = 5
 HIDDEN_PREFIXES = ("system.", "_migrator_")
 
@@ -181,6 +183,9 @@ class MongoSource:
                 failures += 1
                 if failures > REOPEN_ATTEMPTS:
                     raise endpoint_error(exc, self.url, f"reading {schema.name}") from None
+                log.warning("MongoDB cursor on %s.%s lost (%s); reopening it after the last _id handed on "
+                            "(attempt %d of %d)", self.where, schema.name, type(exc).__name__, failures,
+                            REOPEN_ATTEMPTS)
                 await asyncio.sleep(min(2.0, 0.1 * 2**failures))  # then reopen after `last`
             except PyMongoError as exc:
                 raise endpoint_error(exc, self.url, f"reading {schema.name}") from None
