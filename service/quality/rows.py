@@ -1,0 +1,74 @@
+"""Rows on their way through the quality steps (transforms, rules, dedupe, conform).
+
+A step is `Callable[[Rows], Rows]`: synchronous and vectorized over whole columns
+(`pyarrow.compute`); only the rows it rejects become Python objects. `Rows` keeps, next to the
+data, each row's number in the source's read order (so a reject names the right row however
+many rows earlier steps removed) and the table's key columns (so it names the key too).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from service.core.batch import Reject
+
+
+@dataclass(frozen=True)
+class Rows:
+    table: str
+    data: pa.RecordBatch
+    numbers: pa.Array  # int64: the source row number of each row of `data`
+    key: tuple[str, ...] = ()
+    rejects: tuple[Reject, ...] = field(default=())
+
+    @classmethod
+    def of(cls, table: str, data: pa.RecordBatch, first_row: int, key: Sequence[str] = ()) -> Rows:
+        numbers = pa.array(range(first_row, first_row + data.num_rows), pa.int64())
+        return cls(table, data, numbers, tuple(key))
+
+    def with_data(self, data: pa.RecordBatch) -> Rows:
+        """The same rows with changed columns (same number of rows, same order)."""
+        assert data.num_rows == self.data.num_rows
+        return replace(self, data=data)
+
+    def reject(self, bad: pa.Array, column: str | None, rule: str,
+               message: Callable[[object], str], value_of: pa.Array | None = None) -> Rows:
+        """Remove the rows where boolean `bad` is true, as rejects of `rule` naming `column`;
+        `message(value)` says why (value from `value_of`, default the column). Nulls in `bad`
+        count as false."""
+        bad = pc.fill_null(bad, False)
+        indices = pc.indices_nonzero(bad).to_pylist()
+        if not indices:
+            return self
+        values = value_of if value_of is not None else (self.data.column(column) if column else None)
+        new = [self._reject_at(i, column, None if values is None else values[i].as_py(), rule, message)
+               for i in indices]
+        keep = pc.invert(bad)
+        return replace(self, data=self.data.filter(keep), numbers=self.numbers.filter(keep),
+                       rejects=(*self.rejects, *new))
+
+    def reject_rows(self, indices: Iterable[int], column: str | None, rule: str,
+                    message: Callable[[object], str]) -> Rows:
+        """Like `reject`, by row indices."""
+        flags = bytearray(self.data.num_rows)
+        for i in indices:
+            flags[i] = 1
+        mask = pc.not_equal(pa.Array.from_buffers(pa.uint8(), len(flags), [None, pa.py_buffer(bytes(flags))]), 0)
+        return self.reject(mask, column, rule, message)
+
+    def key_at(self, i: int) -> str | None:
+        if not self.key or not all(k in self.data.schema.names for k in self.key):
+            return None
+        return ",".join(str(self.data.column(k)[i].as_py()) for k in self.key)
+
+    def _reject_at(self, i: int, column: str | None, value: object, rule: str,
+                   message: Callable[[object], str]) -> Reject:
+        text = None if value is None else str(value)[:1000]
+        return Reject(self.table, int(self.numbers[i].as_py()), self.key_at(i), column, text, rule, message(value))
+
+
+Step = Callable[[Rows], Rows]
