@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 from service.core.batch import Batch, NativePayload, Reject
 from service.core.errors import InvalidInput
 from service.core.schema import TableSchema
+from service.quality.rows import Rows
 
 _ZONED = r"\d:\d\d(?::\d\d(?:\.\d+)?)?\s*(?:Z|[+-]\d\d(?::?\d\d)?)$"
 _CAST_ERRORS = (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError)
@@ -90,8 +91,13 @@ class ConformStage:
         )
 
     def conform(self, batch: Batch) -> Batch:
-        data = batch.data
-        assert isinstance(data, pa.RecordBatch)
+        assert isinstance(batch.data, pa.RecordBatch)
+        rows = self.step(Rows.of(batch.table, batch.data, batch.first_row, self.source.key))
+        return replace(batch, data=rows.data, rejects=[*batch.rejects, *rows.rejects])
+
+    def step(self, rows: Rows) -> Rows:
+        """The quality step: `rows` cast to the target's types, rows that cannot be rejected."""
+        data = rows.data
         bad: dict[int, Reject] = {}
         arrays: list[pa.Array] = []
         for name in self.columns:
@@ -103,27 +109,16 @@ class ConformStage:
                 except _CAST_ERRORS:
                     for i in _failing(array, to):
                         value = array[i].as_py()
-                        bad.setdefault(i, self._reject(batch, data, i, name, value, "type",
-                                                       f"cannot convert {value!r} to {self._type_name(name)}"))
+                        bad.setdefault(i, rows.make_reject(i, name, value, "type",
+                                                           f"cannot convert {value!r} to {self._type_name(name)}"))
                     array = cast(pc.if_else(_keep(len(array), bad), array, pa.scalar(None, array.type)), to)
             if name in self.required and array.null_count:
                 for i in pc.indices_nonzero(pc.is_null(array)).to_pylist():
-                    bad.setdefault(i, self._reject(batch, data, i, name, None, "required",
-                                                   f"{name} is required (NOT NULL in the target)"))
+                    bad.setdefault(i, rows.make_reject(i, name, None, "required",
+                                                       f"{name} is required (NOT NULL in the target)"))
             arrays.append(array)
         out = pa.RecordBatch.from_arrays(arrays, schema=pa.schema([pa.field(c, self.types[c]) for c in self.columns]))
-        if bad:
-            out = out.filter(_keep(out.num_rows, bad))
-            return replace(batch, data=out, rejects=[*batch.rejects, *bad.values()])
-        return replace(batch, data=out)
+        return rows.with_data(out).remove(bad)
 
     def _type_name(self, column: str) -> str:
         return self.target.column(column).native_type or str(self.types[column])
-
-    def _reject(self, batch: Batch, data: pa.RecordBatch, i: int, column: str, value: object, rule: str,
-                message: str) -> Reject:
-        key = None
-        if self.source.key and all(k in data.schema.names for k in self.source.key):
-            key = ",".join(str(data.column(k)[i].as_py()) for k in self.source.key)
-        return Reject(batch.table, batch.first_row + i, key, column, None if value is None else str(value)[:1000],
-                      rule, message)

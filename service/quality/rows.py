@@ -45,8 +45,10 @@ class Rows:
         if not indices:
             return self
         values = value_of if value_of is not None else (self.data.column(column) if column else None)
-        new = [self._reject_at(i, column, None if values is None else values[i].as_py(), rule, message)
-               for i in indices]
+        new = []
+        for i in indices:
+            value = None if values is None else values[i].as_py()
+            new.append(self.make_reject(i, column, value, rule, message(value)))
         keep = pc.invert(bad)
         return replace(self, data=self.data.filter(keep), numbers=self.numbers.filter(keep),
                        rejects=(*self.rejects, *new))
@@ -60,15 +62,26 @@ class Rows:
         mask = pc.not_equal(pa.Array.from_buffers(pa.uint8(), len(flags), [None, pa.py_buffer(bytes(flags))]), 0)
         return self.reject(mask, column, rule, message)
 
+    def remove(self, found: dict[int, Reject]) -> Rows:
+        """Remove the rows at the indices of `found`, whose rejects (made with `make_reject`) say why."""
+        if not found:
+            return self
+        flags = bytearray(b"\x01") * self.data.num_rows
+        for i in found:
+            flags[i] = 0
+        keep = pc.not_equal(pa.Array.from_buffers(pa.uint8(), len(flags), [None, pa.py_buffer(bytes(flags))]), 0)
+        return replace(self, data=self.data.filter(keep), numbers=self.numbers.filter(keep),
+                       rejects=(*self.rejects, *(found[i] for i in sorted(found))))
+
+    def make_reject(self, i: int, column: str | None, value: object, rule: str, message: str) -> Reject:
+        """The reject of row `i` (its source row number and key)."""
+        text = None if value is None else str(value)[:1000]
+        return Reject(self.table, int(self.numbers[i].as_py()), self.key_at(i), column, text, rule, message)
+
     def key_at(self, i: int) -> str | None:
         if not self.key or not all(k in self.data.schema.names for k in self.key):
             return None
         return ",".join(str(self.data.column(k)[i].as_py()) for k in self.key)
-
-    def _reject_at(self, i: int, column: str | None, value: object, rule: str,
-                   message: Callable[[object], str]) -> Reject:
-        text = None if value is None else str(value)[:1000]
-        return Reject(self.table, int(self.numbers[i].as_py()), self.key_at(i), column, text, rule, message(value))
 
 
 Step = Callable[[Rows], Rows]
