@@ -59,6 +59,9 @@ class Batch:
     rows_read: int
     rejects: list[Reject] = field(default_factory=list)
     read_at: float = 0.0  # time.monotonic() when reading it began (set by the pipeline)
+    # The source row number of each row of an Arrow `data`, once quality steps removed rows
+    # (None: the rows are first_row, first_row + 1, …).
+    numbers: pa.Array | None = None
 
     @property
     def rows(self) -> int:

@@ -26,8 +26,9 @@ class Index:
     """A secondary index of the source, recreated on a target the run creates."""
 
     name: str
-    fields: tuple[tuple[str, int], ...]  # (field, 1 ascending | -1 descending)
+    fields: tuple[tuple[str, int | str], ...]  # (field, 1 | -1 | "text" | "2dsphere" | "hashed" …)
     unique: bool = False
+    options: tuple[tuple[str, object], ...] = ()  # sparse, partialFilterExpression, expireAfterSeconds, …
 
 
 @dataclass(frozen=True)

@@ -93,7 +93,7 @@ class ConformStage:
     def conform(self, batch: Batch) -> Batch:
         assert isinstance(batch.data, pa.RecordBatch)
         rows = self.step(Rows.of(batch.table, batch.data, batch.first_row, self.source.key))
-        return replace(batch, data=rows.data, rejects=[*batch.rejects, *rows.rejects])
+        return replace(batch, data=rows.data, rejects=[*batch.rejects, *rows.rejects], numbers=rows.numbers)
 
     def step(self, rows: Rows) -> Rows:
         """The quality step: `rows` cast to the target's types, rows that cannot be rejected."""

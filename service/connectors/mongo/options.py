@@ -38,6 +38,8 @@ class MongoOptions:
     nested_fields: Mapping[str, Nested] = field(default_factory=dict)
     mixed_types: Mixed = "widen"
     embed: Mapping[str, Embed] = field(default_factory=dict)
+    keys: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # upsert/replace match on these
+    object_ids: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # text columns written as ObjectId
 
     def nesting(self, path: str) -> Nested:
         return self.nested_fields.get(path, self.nested)
@@ -53,7 +55,7 @@ class MongoOptions:
         if not isinstance(raw, Mapping):
             raise InvalidSpec(["mongo must be a mapping of MongoDB options"])
         problems: list[str] = []
-        known = {"sampleSize", "nested", "nestedFields", "mixedTypes", "embed"}
+        known = {"sampleSize", "nested", "nestedFields", "mixedTypes", "embed", "keys", "objectIds"}
         problems += [f"mongo.{k}: unknown option (known: {', '.join(sorted(known))})" for k in raw if k not in known]
         sample = raw.get("sampleSize", 1000)
         if isinstance(sample, bool) or not isinstance(sample, int) or sample < 0:
@@ -72,9 +74,20 @@ class MongoOptions:
             problems.append(f"mongo.mixedTypes must be widen or reject, not {mixed!r}")
             mixed = "widen"
         embed = _embeds(raw.get("embed", {}), problems)
+        keys = _columns_per_table("keys", raw.get("keys", {}), problems)
+        object_ids = _columns_per_table("objectIds", raw.get("objectIds", {}), problems)
         if problems:
             raise InvalidSpec(problems)
-        return cls(sample, nested, {str(k): v for k, v in fields.items()}, mixed, embed)
+        return cls(sample, nested, {str(k): v for k, v in fields.items()}, mixed, embed, keys, object_ids)
+
+
+def _columns_per_table(name: str, raw: object, problems: list[str]) -> dict[str, tuple[str, ...]]:
+    """`{table: [column, …]}`."""
+    if isinstance(raw, Mapping) and all(isinstance(v, list) and v and all(isinstance(c, str) and c for c in v)
+                                        for v in raw.values()):
+        return {str(k): tuple(v) for k, v in raw.items()}
+    problems.append(f"mongo.{name} must map a table to a non-empty list of column names")
+    return {}
 
 
 def _embeds(raw: object, problems: list[str]) -> dict[str, Embed]:

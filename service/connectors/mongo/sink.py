@@ -33,7 +33,7 @@ from service.connectors.mongo.connection import (
 )
 from service.connectors.mongo.options import Embed, MongoOptions
 from service.core.batch import Batch, Checkpoint, NativeFormat, NativePayload, Reject
-from service.core.errors import EndpointError
+from service.core.errors import EndpointError, InvalidInput
 from service.core.schema import TableSchema
 from service.core.urls import EndpointUrl
 
@@ -57,9 +57,15 @@ class MongoSink:
 
     async def open_table(self, source: TableSchema, target_name: str, migration_id: str) -> MongoTableWriter:
         embed = self.options.embed.get(source.name)
-        if embed is not None:  # rows go into their parents' documents, not a collection of their own
-            return MongoTableWriter(self, source, embed.into, migration_id, created=False, embed=embed)
         ledger = self.db[LEDGER]
+        if embed is not None:  # rows go into their parents' documents, not a collection of their own
+            lid = f"{migration_id}/{embed.into}/{source.name}"
+            try:
+                await ledger.update_one({"_id": lid}, {"$setOnInsert": {"created": False, "checkpoint": None,
+                                                                         "pending_row": None}}, upsert=True)
+            except PyMongoError as exc:
+                raise endpoint_error(exc, self.url, f"preparing {embed.into} for {source.name}") from None
+            return MongoTableWriter(self, source, embed.into, migration_id, created=False, embed=embed)
         lid = f"{migration_id}/{target_name}"
         try:
             exists = target_name in await self.db.list_collection_names()
@@ -98,8 +104,10 @@ class MongoTableWriter:
         self._ledger = sink.db[LEDGER]
         self._lid = f"{migration_id}/{target}" + (f"/{source.name}" if embed else "")
         self._replay_until = 0  # rows up to this one may already be in the target (a crash mid-batch)
+        declared = set(sink.options.object_ids.get(source.name, ()))
         self._converters = [(c.name, conv) for c in source.columns
-                            if (conv := types.document_converter(c, source.native_kind)) is not None]
+                            if (conv := types.document_converter(c, c.name in declared)) is not None]
+        self._match = sink.options.keys.get(source.name, ("_id",))  # what upsert/replace match on
 
     def native_formats(self, source: TableSchema) -> frozenset[NativeFormat]:
         return frozenset({NativeFormat.BSON}) if source.native_kind == "mongodb" else frozenset()
@@ -113,34 +121,53 @@ class MongoTableWriter:
         return Checkpoint(saved["position"], saved["rows_written"], saved["rows_failed"], saved["batches"], None)
 
     async def write(self, batch: Batch, turn: CommitTurn) -> Checkpoint:
-        docs = self._documents(batch)
+        docs, numbers, refused = self._documents(batch)
         last_row = batch.first_row + batch.rows_read - 1
         try:
-            await self._ledger.update_one({"_id": self._lid}, {"$set": {"pending_row": last_row}})
+            await self._ledger.update_one({"_id": self._lid}, {"$set": {"pending_row": last_row}}, upsert=True)
             reraise_swallowed_cancel()
-            refused = await self._store(docs, replay=batch.first_row <= self._replay_until, table=batch.table)
+            refused += await self._store(docs, numbers, replay=batch.first_row <= self._replay_until,
+                                         table=batch.table)
             reraise_swallowed_cancel()
             checkpoint = await turn(refused)
             await self._ledger.update_one({"_id": self._lid}, {"$set": {"pending_row": None, "checkpoint": {
                 "position": checkpoint.position, "rows_written": checkpoint.rows_written,
-                "rows_failed": checkpoint.rows_failed, "batches": checkpoint.batches}}})
+                "rows_failed": checkpoint.rows_failed, "batches": checkpoint.batches}}}, upsert=True)
             reraise_swallowed_cancel()
         except PyMongoError as exc:
             raise endpoint_error(exc, self.sink.url, f"writing {self._target}") from None
         return checkpoint
 
-    def _documents(self, batch: Batch) -> list[Any]:
+    def _documents(self, batch: Batch) -> tuple[list[Any], list[int], list[Reject]]:
+        """The batch's documents, each one's source row number, and the rows that cannot become
+        documents (a value BSON cannot hold) as rejects."""
         if isinstance(batch.data, NativePayload):
-            return [RawBSONDocument(part) for part in batch.data.parts]
+            parts = batch.data.parts
+            return [RawBSONDocument(p) for p in parts], list(range(batch.first_row, batch.first_row + len(parts))), []
         data: pa.RecordBatch = batch.data
         rows: list[Document] = data.to_pylist()
+        numbers = (batch.numbers.to_pylist() if batch.numbers is not None
+                   else list(range(batch.first_row, batch.first_row + len(rows))))
+        bad: dict[int, Reject] = {}
         for name, conv in self._converters:
-            for row in rows:
+            for i, row in enumerate(rows):
                 value = row.get(name)
                 if value is not None:
-                    row[name] = conv(value)
-        if self.embed is not None:
-            return rows  # keyed by their foreign key when written
+                    try:
+                        row[name] = conv(value)
+                    except (types.Misfit, ValueError, ArithmeticError) as exc:
+                        bad.setdefault(i, Reject(batch.table, numbers[i], None, name, str(value)[:1000], "type",
+                                                 f"{name}: {value!r} cannot be stored in MongoDB: {exc}"))
+        if bad:
+            rows = [r for i, r in enumerate(rows) if i not in bad]
+            numbers = [n for i, n in enumerate(numbers) if i not in bad]
+        if self.embed is None:
+            self._key(rows, numbers, batch.table)
+        return rows, numbers, list(bad.values())
+
+    def _key(self, rows: list[Document], numbers: list[int], table: str) -> None:
+        """`_id` of each row: its key column(s), or for a keyless source its own `_id` column, else
+        a stable ObjectId from its source row number (the same on every replay)."""
         key = self.schema.key
         if len(key) == 1:
             if key[0] != "_id":
@@ -150,15 +177,15 @@ class MongoTableWriter:
             for row in rows:
                 row["_id"] = {k: row.pop(k) for k in key}
         else:
-            for i, row in enumerate(rows):
-                row["_id"] = types.synthetic_id(self._migration_id, batch.table, f"{batch.first_row}+{i}")
-        return rows
+            for row, number in zip(rows, numbers):
+                if row.get("_id") is None:
+                    row["_id"] = types.synthetic_id(self._migration_id, table, str(number))
 
-    async def _store(self, docs: Sequence[Any], *, replay: bool, table: str) -> list[Reject]:
+    async def _store(self, docs: list[Any], numbers: list[int], *, replay: bool, table: str) -> list[Reject]:
         if not docs:
             return []
         if self.embed is not None:
-            return await self._embed(docs, table, self.embed)
+            return await self._embed(docs, numbers, table, self.embed)
         try:
             if self.sink.mode == "insert":
                 await self._coll.insert_many(docs, ordered=False)
@@ -166,22 +193,39 @@ class MongoTableWriter:
                 await self._coll.bulk_write([self._upsert(d) for d in docs], ordered=False)
             return []
         except BulkWriteError as exc:
-            return await self._refusals(exc, docs, replay=replay, table=table)
+            refused = await self._refusals(exc, docs, numbers, replay=replay, table=table)
+        if refused and self.on_refusal == "fail":
+            first = refused[0]
+            raise InvalidInput(f"row {first.row} of {table} was refused ({first.message}) and onError is stop")
+        if refused and self.on_refusal == "skip_batch":
+            # Take back what this batch wrote, so the whole batch is in the rejects.
+            refused_rows = {r.row for r in refused}
+            written = [d for d, n in zip(docs, numbers) if n not in refused_rows]
+            if written and self.sink.mode == "insert":
+                await self._coll.delete_many({"_id": {"$in": [_plain(d)["_id"] for d in written]}})
+            refused += [Reject(table, n, types.key_text(_plain(d).get("_id")), None, None, "skip_batch",
+                               f"batch skipped: {refused[0].message}") for d, n in zip(docs, numbers)
+                        if n not in refused_rows]
+        return refused
 
     def _upsert(self, doc: Any) -> ReplaceOne[Any] | UpdateOne:
         plain = dict(doc) if isinstance(doc, RawBSONDocument) else doc
+        match = {k: plain.get(k) for k in self._match}
         if self.sink.mode == "replace":
-            return ReplaceOne({"_id": plain["_id"]}, plain, upsert=True)
-        return UpdateOne({"_id": plain["_id"]}, {"$set": {k: v for k, v in plain.items() if k != "_id"}},
+            return ReplaceOne(match, plain, upsert=True)
+        return UpdateOne(match, {"$set": {k: v for k, v in plain.items() if k != "_id"},
+                                 **({"$setOnInsert": {"_id": plain["_id"]}} if self._match != ("_id",) else {})},
                          upsert=True)
 
-    async def _refusals(self, exc: BulkWriteError, docs: Sequence[Any], *, replay: bool, table: str) -> list[Reject]:
+    async def _refusals(self, exc: BulkWriteError, docs: Sequence[Any], numbers: Sequence[int], *, replay: bool,
+                        table: str) -> list[Reject]:
         errors = list(exc.details.get("writeErrors", []))
         duplicates = [e for e in errors if e.get("code") == DUPLICATE_KEY]
         ours: set[int] = set()
         if replay and duplicates:
-            # Written by this run before it stopped — if the stored document is exactly ours.
-            wanted = {i: _plain(docs[e["index"]]) for e in duplicates if (i := e["index"]) < len(docs)}
+            # Written by this run before it stopped — if the stored document is exactly ours (as
+            # BSON holds it: dates in milliseconds).
+            wanted = {i: types.as_stored(_plain(docs[i])) for e in duplicates if (i := e["index"]) < len(docs)}
             found = {d["_id"]: d async for d in self._coll.find({"_id": {"$in": [d["_id"] for d in wanted.values()]}})}
             ours = {i for i, d in wanted.items() if found.get(d["_id"]) == d}
         rejects = []
@@ -191,13 +235,15 @@ class MongoTableWriter:
                 continue
             key = types.key_text(_plain(docs[i]).get("_id"))
             if e.get("code") == DUPLICATE_KEY:
-                rule, message = "duplicate_key", f"duplicate key: the target already holds a document with _id {key}"
+                rule, message = "duplicate_key", (f"duplicate key: the target already holds a document with _id {key} "
+                                                  f"or the same unique-index value ({e.get('errmsg', 'E11000')})")
             else:
                 rule, message = "refused", f"MongoDB refused the document: {e.get('errmsg', 'unknown error')}"
-            rejects.append(Reject(table, None, key, None, None, rule, message))
+            rejects.append(Reject(table, numbers[i], key, None, None, rule, message))
         return rejects
 
-    async def _embed(self, rows: Sequence[Document], table: str, embed: Embed) -> list[Reject]:
+    async def _embed(self, rows: Sequence[Document], numbers: Sequence[int], table: str, embed: Embed
+                     ) -> list[Reject]:
         """Each row into its parent's array, by rewriting the parent (read, add, replace): a row
         already in the array (a replayed batch) is not added twice; a row whose parent does not
         exist is a reject. (Whole-document replacement also works on servers whose `$push` /
@@ -207,21 +253,22 @@ class MongoTableWriter:
         parents = {d["_id"]: d async for d in self._coll.find({"_id": {"$in": wanted}})}
         changed: dict[object, Document] = {}
         rejects: list[Reject] = []
-        for row in rows:
+        for row, number in zip(rows, numbers):
             parent_id = row.pop(fk, None)
             parent = parents.get(parent_id)
             if parent is None:
                 value = types.key_text(parent_id)
                 key = ", ".join(str(row.get(k)) for k in self.schema.key) or None
-                rejects.append(Reject(table, None, key, fk, value, "no_parent",
+                rejects.append(Reject(table, number, key, fk, value, "no_parent",
                                       f"no document with _id {value} in {embed.into} to embed this row in"))
                 continue
             items = parent.setdefault(embed.field, [])
             if not isinstance(items, list):
                 raise EndpointError(f"{embed.into} document {types.key_text(parent_id)} holds a "
                                     f"{types.kind(items)} in {embed.field!r}, not an array to embed rows in")
-            if row not in items:
-                items.append(row)
+            stored = types.as_stored(row)  # compared as BSON holds it (dates in milliseconds)
+            if stored not in items:
+                items.append(stored)
                 changed[parent_id] = parent
         if changed:
             await self._coll.bulk_write([ReplaceOne({"_id": k}, d) for k, d in changed.items()], ordered=True)
@@ -232,7 +279,8 @@ class MongoTableWriter:
             return
         for index in self.schema.indexes:  # after the load: faster than maintaining them per insert
             try:
-                await self._coll.create_index(list(index.fields), name=index.name, unique=index.unique)
+                options: dict[str, Any] = dict(index.options)
+                await self._coll.create_index(list(index.fields), name=index.name, unique=index.unique, **options)
             except PyMongoError as exc:
                 raise endpoint_error(exc, self.sink.url, f"creating index {index.name} on {self._target}") from None
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import pyarrow as pa
 from bson import json_util
+from bson.binary import UuidRepresentation
 from bson.codec_options import CodecOptions
 from bson.json_util import CANONICAL_JSON_OPTIONS
 from bson.raw_bson import RawBSONDocument
@@ -33,17 +34,22 @@ from service.core.urls import EndpointUrl
 
 log = logging.getLogger(__name__)
 REOPEN_ATTEMPTS = 5
+INDEX_OPTIONS = ("sparse", "partialFilterExpression", "expireAfterSeconds", "collation", "weights",
+                 "default_language", "2dsphereIndexVersion", "wildcardProjection")
 HIDDEN_PREFIXES = ("system.", "_migrator_")
 
 
+_ID_JSON = CANONICAL_JSON_OPTIONS.with_options(uuid_representation=UuidRepresentation.STANDARD, tz_aware=True)
+
+
 def encode_id(value: object) -> list[str | int | float | None]:
-    return [json_util.dumps(value, json_options=CANONICAL_JSON_OPTIONS)]
+    return [json_util.dumps(value, json_options=_ID_JSON)]
 
 
 def decode_id(position: Position) -> Any:
     if not isinstance(position, list) or not position:
         return None
-    return json_util.loads(str(position[0]), json_options=CANONICAL_JSON_OPTIONS)
+    return json_util.loads(str(position[0]), json_options=_ID_JSON)
 
 
 class MongoSource:
@@ -109,8 +115,9 @@ class MongoSource:
         notes += [f"{table}.{f}: arrays of objects go to child table {table}_{f}" for f in children]
         self._fields[table] = fields
         schema = types.schema_of(table, fields, notes)
-        found = tuple(Index(str(ix["name"]), tuple((str(k), int(v) if isinstance(v, int | float) else 1)
-                                                     for k, v in ix["key"].items()), bool(ix.get("unique")))
+        found = tuple(Index(str(ix["name"]), tuple((str(k), int(v) if isinstance(v, int | float) else str(v))
+                                                     for k, v in ix["key"].items()), bool(ix.get("unique")),
+                            tuple((k, ix[k]) for k in INDEX_OPTIONS if k in ix))
                       for ix in indexes if ix.get("name") != "_id_" and list(ix["key"]) != ["_id"])
         return TableSchema(schema.name, schema.columns, schema.key, schema.native_kind, schema.notes, found)
 
@@ -203,7 +210,8 @@ class MongoSource:
             payload = NativePayload(NativeFormat.BSON, [d.raw for d in docs])
             return Batch(seq=seq, table=schema.name, upto=upto, first_row=row, data=payload, rows_read=len(docs))
         records = docs if rows is None else rows
-        data, rejects = await asyncio.to_thread(types.to_arrow, records, fields, schema.name, row)
+        elsewhere = frozenset(f for c, (p, f) in self._children.items() if p == schema.name)
+        data, rejects = await asyncio.to_thread(types.to_arrow, records, fields, schema.name, row, elsewhere)
         return Batch(seq=seq, table=schema.name, upto=upto, first_row=row, data=data, rows_read=len(records),
                      rejects=rejects)
 

@@ -20,13 +20,13 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal, DecimalException
 from typing import Any
 
 import bson
 import orjson
 import pyarrow as pa
-from bson import Binary, Decimal128, Int64, ObjectId
+from bson import Binary, Decimal128, Int64, ObjectId, json_util
 from bson.binary import UuidRepresentation
 from bson.codec_options import CodecOptions
 
@@ -81,6 +81,7 @@ _COLUMN: dict[str, tuple[pa.DataType, str | None]] = {
     "uuid": (pa.string(), "uuid"),
     "binary": (pa.binary(), None),
     "json": (pa.string(), "json"),
+    "nested": (pa.string(), "json"),  # objects and arrays only
 }
 
 
@@ -155,7 +156,7 @@ def _choose(present: set[str], counter: Counter[str], options: MongoOptions) -> 
     described = ", ".join(f"{k} ×{counter[k]}" for k in sorted(present))
     if options.mixed_types == "reject":
         top = max(present, key=lambda k: counter[k])
-        top = "json" if top in ("object", "array", "other") else top
+        top = "nested" if top in ("object", "array") else "json" if top == "other" else top
         return top, f"mixed types ({described}): {top} kept, other rows rejected (mixedTypes: reject)"
     return "json", f"mixed types ({described}): a JSON column (mixedTypes: widen)"
 
@@ -185,7 +186,7 @@ def _ext(v: object) -> object:
         return {"$binary": {"base64": base64.b64encode(v).decode(), "subType": f"{sub:02x}"}}
     if isinstance(v, Decimal):
         return {"$numberDecimal": str(v)}
-    raise TypeError(f"{type(v).__name__} has no JSON form")
+    return json_util.default(v, json_options=json_util.RELAXED_JSON_OPTIONS)  # Regex, Timestamp, DBRef, …
 
 
 def _iso(v: dt.datetime) -> str:
@@ -223,6 +224,11 @@ def _convert(k: str) -> Callable[[object], object]:
             return str(v)
         raise Misfit(kind(v))
 
+    def nested(v: object) -> object:
+        if isinstance(v, dict | list):
+            return to_json(v)
+        raise Misfit(kind(v))
+
     def number(v: object) -> object:
         if isinstance(v, bool) or not isinstance(v, int | float):
             raise Misfit(kind(v))
@@ -231,7 +237,7 @@ def _convert(k: str) -> Callable[[object], object]:
     table: dict[str, Callable[[object], object]] = {
         "int": exact(int, bool), "float": number, "bool": exact(bool), "string": exact(str),
         "objectid": objectid, "date": exact(dt.datetime), "decimal": decimal, "uuid": uuid_text,
-        "binary": exact(bytes), "json": to_json,
+        "binary": exact(bytes), "json": to_json, "nested": nested,
     }
     return table[k]
 
@@ -245,11 +251,20 @@ def _get(doc: Document, path: tuple[str, ...]) -> object:
     return value
 
 
-def to_arrow(docs: Sequence[Document], fields: Sequence[Field], table: str, first_row: int
-             ) -> tuple[pa.RecordBatch, list[Reject]]:
-    """The documents as one batch of `fields`; documents with a misfit value become rejects."""
+def to_arrow(docs: Sequence[Document], fields: Sequence[Field], table: str, first_row: int,
+             elsewhere: frozenset[str] = frozenset()) -> tuple[pa.RecordBatch, list[Reject]]:
+    """The documents as one batch of `fields`; documents with a misfit value, or with a field the
+    columns do not know (it was not in the sample), become rejects. `elsewhere`: top-level fields
+    that go to child tables."""
     columns: list[list[object]] = []
     bad: dict[int, Reject] = {}
+    known = frozenset(f.path[0] for f in fields) | elsewhere
+    for i, doc in enumerate(docs):
+        if not known.issuperset(doc):
+            extra = sorted(str(k) for k in doc if k not in known)
+            bad[i] = Reject(table, first_row + i, key_text(doc.get("_id")), extra[0], None, "unknown_field",
+                            f"field(s) {', '.join(extra)} were not in the sample the columns were inferred from; "
+                            "raise mongo.sampleSize (0 reads every document) to include them")
     for f in fields:
         conv = _convert(f.kind)
         values: list[object] = []
@@ -304,20 +319,25 @@ def revive(obj: Any) -> Any:
                 return Int64(int(v))
             if k == "$binary" and isinstance(v, dict):
                 return Binary(base64.b64decode(v.get("base64", "")), int(str(v.get("subType", "00")), 16))
+        if any(k.startswith("$") for k in obj):  # other Extended JSON ($regularExpression, $timestamp, …)
+            return json_util.object_hook({k: revive(v) for k, v in obj.items()}, json_util.RELAXED_JSON_OPTIONS)
         return {k: revive(v) for k, v in obj.items()}
     if isinstance(obj, list):
         return [revive(v) for v in obj]
     return obj
 
 
-def document_converter(col: Column, source_kind: str | None) -> Callable[[object], object] | None:
-    """How a column's Python value (from Arrow) becomes a BSON value; None: as it is."""
+def document_converter(col: Column, object_id: bool = False) -> Callable[[object], object] | None:
+    """How a column's Python value (from Arrow) becomes a BSON value; None: as it is.
+    `object_id`: the spec declares the (text) column an ObjectId (`mongo.objectIds`)."""
     native = (col.native_type or "").lower()
+    if object_id:
+        return _object_id
     logical = col.logical or ("json" if native in ("json", "jsonb") else "uuid" if native == "uuid"
                               else "decimal" if native.startswith("numeric") and pa.types.is_string(col.type)
                               else None)
     if native.endswith("[]") and pa.types.is_string(col.type):  # a PostgreSQL array, as text
-        parse = element_parser(native[:-2])
+        parse = _element(native[:-2])
         return lambda v: parse_array(v, parse) if isinstance(v, str) else v
     if logical == "json":
         return lambda v: revive(orjson.loads(v)) if isinstance(v, str | bytes) else v
@@ -344,8 +364,40 @@ def _decimal128(v: object) -> object:
         return None
     try:
         return Decimal128(Decimal(str(v)))
-    except (InvalidOperation, ValueError) as exc:
-        raise Misfit(f"{v!r} is not a decimal Decimal128 can hold: {exc}") from None
+    except (DecimalException, ValueError) as exc:
+        raise Misfit(f"{v!r} is not a decimal Decimal128 can hold (34 digits): {type(exc).__name__}") from None
+
+
+def _object_id(v: object) -> object:
+    if isinstance(v, str) and ObjectId.is_valid(v):
+        return ObjectId(v)
+    raise Misfit(f"{v!r} is not an ObjectId (24 hexadecimal digits)")
+
+
+def _element(element_type: str) -> Callable[[str], object]:
+    """How one element of a PostgreSQL array becomes a BSON value."""
+    t = element_type.lower()
+    if t.startswith("numeric") or t == "decimal":
+        return _decimal128
+    if t.startswith("timestamp"):
+        return lambda s: _utc(dt.datetime.fromisoformat(s))
+    if t == "date":
+        return lambda s: dt.datetime.combine(dt.date.fromisoformat(s), dt.time(), tzinfo=UTC)
+    if t == "uuid":
+        return uuid.UUID
+    if t in ("json", "jsonb"):
+        return lambda s: revive(orjson.loads(s))
+    return element_parser(t)
+
+
+def _utc(v: dt.datetime) -> dt.datetime:
+    return v.replace(tzinfo=UTC) if v.tzinfo is None else v
+
+
+def as_stored(doc: Document) -> Document:
+    """`doc` as MongoDB will hold it (dates to milliseconds, ints by size): what a stored document
+    is compared with."""
+    return decoded(bson.encode(doc, codec_options=_DECODE))
 
 
 def synthetic_id(migration_id: str, table: str, place: str) -> ObjectId:
