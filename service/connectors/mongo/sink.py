@@ -156,7 +156,8 @@ class MongoTableWriter:
                     try:
                         row[name] = conv(value)
                     except (types.Misfit, ValueError, ArithmeticError) as exc:
-                        bad.setdefault(i, Reject(batch.table, numbers[i], None, name, str(value)[:1000], "type",
+                        key = ",".join(str(row.get(k)) for k in self.schema.key) or None
+                        bad.setdefault(i, Reject(batch.table, numbers[i], key, name, str(value)[:1000], "type",
                                                  f"{name}: {value!r} cannot be stored in MongoDB: {exc}"))
         if bad:
             rows = [r for i, r in enumerate(rows) if i not in bad]
