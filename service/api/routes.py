@@ -4,8 +4,6 @@ none runs a migration itself. Every verb works on the current (most recent) migr
 
 from __future__ import annotations
 
-import csv
-import io
 import time
 from collections.abc import Awaitable, Callable
 
@@ -18,6 +16,7 @@ from service.api.metrics import CONTENT_TYPE
 from service.api.openapi import document
 from service.api.websocket import log_json, serve_client
 from service.core.errors import InvalidInput, NotFound, WrongState
+from service.quality.rejects import reject_json, rejects_csv
 from service.runs.manager import RunManager
 from service.store.base import MigrationRecord
 
@@ -152,15 +151,10 @@ async def rejects(request: web.Request) -> web.Response:
     manager = request.app[MANAGER]
     record = await manager.record(_id(request))
     found = await manager.store.rejects(record.id, table=request.query.get("table") or None, limit=limit or 10_000)
-    rows = [{"table": r.table, "row": r.row, "key": r.key, "column": r.column, "value": r.value, "rule": r.rule,
-             "message": r.message} for r in found]
     if fmt == "csv":
-        out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=["table", "row", "key", "column", "value", "rule", "message"])
-        writer.writeheader()
-        writer.writerows(rows)
-        return web.Response(text=out.getvalue(), content_type="text/csv",
+        return web.Response(text=rejects_csv(found), content_type="text/csv",
                             headers={"Content-Disposition": f'attachment; filename="rejects-{record.id}.csv"'})
+    rows = [reject_json(r) for r in found]
     return ok({"migrationId": record.id, "count": len(rows), "rejects": rows})
 
 

@@ -22,7 +22,8 @@ from rich.console import Console
 
 from service.core.errors import InvalidInput, MigratorError
 from service.core.settings import Settings, load_settings
-from service.runs.migration import Migration, create_or_resume, resolve
+from service.quality.rejects import rejects_csv
+from service.runs.migration import Endpoints, Migration, create_or_resume, resolve
 from service.runs.spec import MigrationSpec
 from service.store import open_state_store
 
@@ -44,6 +45,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--again", action="store_true",
                      help="run a spec that already completed once more (its rows are written again)")
     run.add_argument("--verbose", "-v", action="store_true", help="log what the run does to stderr")
+    run.add_argument("--dry-run", action="store_true", dest="dry_run",
+                     help="apply the spec's transforms, rules and dedupe to a sample of each table and report "
+                          "what would fail; write nothing")
+    run.add_argument("--sample", type=int, default=1000, help="rows per table for --dry-run (default 1000)")
+    run.add_argument("--rejects", type=Path, metavar="FILE",
+                     help="write the rejected rows (with the reason) to FILE as CSV when the run ends")
     demo = sub.add_parser("demo", help="write demo CSV data (users, products, orders) into the data folder")
     demo.add_argument("--folder", type=Path, help="where to write (default: $MIGRATOR_DATA_DIR/demo)")
     serve = sub.add_parser("serve", help="start the HTTP service (default)")
@@ -65,9 +72,31 @@ def _spec(args: argparse.Namespace) -> MigrationSpec:
     return MigrationSpec.from_dict(overrides)
 
 
+async def _dry_run(spec: MigrationSpec, endpoints: Endpoints, sample: int, console: Console) -> int:
+    from rich.table import Table
+
+    from service.runs.dryrun import dry_run
+
+    report = await dry_run(spec, endpoints.source, list(spec.tables) if spec.tables else None, sample)
+    view = Table(title=f"Dry run on up to {sample} rows per table (nothing written)")
+    for col in ("table", "sampled", "would fail", "by rule", "warnings"):
+        view.add_column(col)
+    for table, r in report.items():
+        by_rule = r["byRule"]
+        assert isinstance(by_rule, dict)
+        view.add_row(table, str(r["sampled"]), str(r["wouldFail"]),
+                     ", ".join(f"{k} {v}" for k, v in by_rule.items()) or "-", str(r["warnings"]))
+    console.print(view)
+    return 0
+
+
 async def _run(args: argparse.Namespace, settings: Settings, console: Console) -> int:
     spec = _spec(args)
     endpoints = resolve(spec, settings.data_dir)
+    if args.dry_run:
+        if args.sample < 1:
+            raise InvalidInput("--sample must be at least 1")
+        return await _dry_run(spec, endpoints, args.sample, console)
     store = await open_state_store(settings.state_url)
     try:
         from service.cli.progress import ProgressView, summary_table  # rich's progress is slow to import
@@ -97,6 +126,10 @@ async def _run(args: argparse.Namespace, settings: Settings, console: Console) -
         finally:
             loop.remove_signal_handler(signal.SIGTERM)
             console.print(summary_table(migration, time.monotonic() - started))
+            if args.rejects is not None:
+                found = await store.rejects(record.id, limit=10_000_000)
+                args.rejects.write_text(rejects_csv(found))
+                console.print(f"{len(found)} rejected row(s) written to {args.rejects}", soft_wrap=True)
         return 0
     finally:
         await store.close()

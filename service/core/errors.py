@@ -11,6 +11,7 @@
     ├── EndpointError (502)       a database or file could not be used
     │   ├── TransientError        worth retrying: connection reset, timeout, serialization failure
     │   └── TerminalError         retrying will not help: auth failure, missing permission, disk full
+    ├── RejectLimit (422)         more rows rejected than the spec's maxErrors allows
     └── PipelineError             a stage failed; `__cause__` holds the original error
 
 Messages never contain passwords: URLs are always shown masked.
@@ -77,6 +78,11 @@ class TransientError(EndpointError):
 
 class TerminalError(EndpointError):
     code = "terminal_error"
+
+
+class RejectLimit(MigratorError):
+    code = "too_many_rejects"
+    status = 422
 
 
 class PipelineError(MigratorError):

@@ -25,6 +25,7 @@ from service.core.errors import EndpointError, InvalidInput, MigratorError, NotF
 from service.core.urls import EndpointUrl, lost_password, parse_url, storable
 from service.pipeline.progress import TableProgress
 from service.plan.planner import make_plan
+from service.runs.dryrun import dry_run
 from service.runs.events import Event, Listener, PlanMade, StatusChanged, notify
 from service.runs.migration import Endpoints, Migration, new_id
 from service.runs.spec import MigrationSpec
@@ -157,6 +158,9 @@ class RunManager:
             plan = await make_plan(spec, endpoints.source, endpoints.target)
         except EndpointError as exc:
             raise type(exc)(f"source database unreachable ({endpoints.source.masked}): {exc.message}") from None
+        if spec.sample:
+            order = [str(t) for t in plan["order"]]  # type: ignore[attr-defined]
+            plan["dryRun"] = await dry_run(spec, endpoints.source, order, spec.sample)
         await self.store.save_spec(record.id, spec.storable(), spec.fingerprint())
         await self.store.set_status(record.id, "planned")
         entry.spec, entry.plan = spec, plan

@@ -20,13 +20,14 @@ import pyarrow as pa
 from service.connectors.base import Sink, Source, TableWriter
 from service.connectors.registry import open_sink, open_source
 from service.core.batch import Batch, Checkpoint, NativeFormat, Reject
-from service.core.errors import InvalidInput, MigratorError, PipelineError
+from service.core.errors import InvalidInput, MigratorError, PipelineError, RejectLimit
 from service.core.schema import TableSchema
 from service.core.urls import EndpointUrl, parse_url
 from service.pipeline.gate import Gate
 from service.pipeline.pipeline import PipelineConfig, Stage, first_cause, run_table
 from service.pipeline.progress import InFlight, TableProgress, TableStatus
 from service.quality.conform import ConformStage
+from service.quality.stage import QualityStage, TableQuality
 from service.runs.events import (
     BatchCommitted,
     Event,
@@ -226,18 +227,39 @@ class Migration:
             except Exception:  # closing must not hide the run's own outcome
                 log.warning("closing a connection failed", exc_info=True)
 
+    def _check_reject_limit(self) -> None:
+        """Stop a run gone wrong: more rejects than `maxErrors` (rows, or percent of rows read)."""
+        failed = sum(p.failed for p in self.tables.values())
+        done = sum(p.done for p in self.tables.values())
+        spec = self.spec
+        if spec.max_errors is not None and failed > spec.max_errors:
+            limit = f"maxErrors {spec.max_errors}"
+        elif spec.max_errors_percent is not None and done and 100 * failed / done > spec.max_errors_percent:
+            limit = f"maxErrors {spec.max_errors_percent:g}% ({100 * failed / done:.1f}% of {done} rows)"
+        else:
+            return
+        raise RejectLimit(f"{failed} rows rejected, more than {limit}; the run stops. Its checkpoint is kept: "
+                          "fix the data or the rules and resume (GET /api/migrations/rejects lists them)")
+
+    def _quality(self, schema: TableSchema) -> TableQuality:
+        spec = self.spec
+        return TableQuality.of(schema, transforms=spec.transforms, rules=spec.rules, dedupe=spec.dedupe,
+                               validation=spec.validation)
+
     async def _run_table(self, source: Source, sink: Sink, schema: TableSchema) -> None:
         spec = self.spec
         progress = self.tables[schema.name]
         target = spec.target_name(schema.name)
-        writer = await sink.open_table(schema, target, self.id)
+        quality = self._quality(schema)
+        writer = await sink.open_table(quality.schema, target, self.id)
         writer.on_refusal = "fail" if spec.on_error == "stop" else spec.on_error
-        if schema.native_kind == "csv" and not writer.created:
+        if schema.native_kind == "csv" and not writer.created and not spec.transforms.get(schema.name):
             # Text has no types of its own: parse it straight into the existing table's types
             # (except columns whose type the spec sets explicitly).
             pinned = spec.csv.types.get(schema.name, {})
             schema = schema.with_types({c: writer.schema.column(c).type for c in schema.column_names
                                         if c not in pinned})
+            quality = self._quality(schema)
         try:
             stored = await self.store.load_checkpoint(self.id, schema.name)
             start = await writer.reconcile(stored)
@@ -257,13 +279,17 @@ class Migration:
                                     + (f" ({native} pass-through)" if native else ""), table=schema.name)
             for note in schema.notes:  # e.g. "users.mood: enum mood -> text"
                 await self._log("INFO", f"Type mapping: {note}", table=schema.name)
-            stage = _with_policy(ConformStage(schema, writer.schema), spec)
+            stage = _with_policy(QualityStage(quality, ConformStage(quality.schema, writer.schema)), spec)
 
             async def on_commit(batch: Batch, checkpoint: Checkpoint) -> None:
                 # One state-store transaction per batch: we hold the commit turn meanwhile.
                 n, at = checkpoint.batches, now()
                 entries = [LogEntry(at, "INFO", f"Batch {n}: {batch.rows} records migrated", table=schema.name,
                                     batch=n)]
+                entries += [LogEntry(at, "WARNING", f"{r.table}.{r.column}: {r.message}" if r.column else r.message,
+                                     table=schema.name, batch=n, record_id=r.key or (str(r.row) if r.row else None),
+                                     value=r.value, error=f"{r.rule}: {r.message}")
+                            for r in quality.take_warnings()[:MAX_REJECT_LOGS_PER_BATCH]]
                 entries += [LogEntry(at, "ERROR", f"{r.table}.{r.column}: {r.message}" if r.column else r.message,
                                      table=schema.name, batch=n,
                                      record_id=r.key or (str(r.row) if r.row is not None else None), value=r.value,
@@ -274,6 +300,7 @@ class Migration:
                     log.log(logging.getLevelName(e.level), "%s: %s", self.id, e.message)
                     self._emit(LogWritten(self.id, e))
                 progress.skipped += sum(1 for r in batch.rejects if r.rule == "skip_batch")
+                self._check_reject_limit()
                 self._emit(BatchCommitted(self.id, progress, checkpoint.batches, batch.rows, tuple(batch.rejects),
                                           time.monotonic() - batch.read_at))
 

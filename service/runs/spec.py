@@ -21,7 +21,8 @@ MODES = ("insert", "upsert", "replace")
 ON_ERROR = ("reject", "skip_batch", "stop")
 KNOWN = {
     "source", "target", "tables", "batchSize", "parallelBatches", "validation", "retryFailed", "timeout",
-    "mode", "onError", "rules", "transforms", "dedupe", "csv", "mongo", "targetTables", "name",
+    "mode", "onError", "rules", "transforms", "dedupe", "csv", "mongo", "targetTables", "name", "maxErrors",
+    "sample",
 }
 # Keys that decide what a run does: two runs with equal values are the same migration (resume).
 _IDENTITY = ("source", "target", "tables", "targetTables", "mode", "rules", "transforms", "dedupe", "csv", "mongo")
@@ -45,6 +46,9 @@ class MigrationSpec:
     dedupe: Mapping[str, object] = field(default_factory=dict)
     csv: CsvOptions = field(default_factory=CsvOptions)
     mongo: MongoOptions = field(default_factory=MongoOptions)
+    max_errors: int | None = None  # rejected rows allowed before the run stops
+    max_errors_percent: float | None = None  # … or as a share of the rows read
+    sample: int | None = None  # plan only: a dry run of the quality steps on this many rows per table
     raw: Mapping[str, object] = field(default_factory=dict, compare=False)
 
     def target_name(self, table: str) -> str:
@@ -144,6 +148,8 @@ class MigrationSpec:
             mongo_opts = MongoOptions.from_spec(d.get("mongo"))
         except InvalidSpec as exc:
             problems.extend(exc.problems)
+        max_errors, max_percent = _max_errors(d.get("maxErrors"), problems)
+        sample = integer("sample", 1000, 1, 1_000_000) if "sample" in d else 0
         spec = cls(
             source=str(d.get("source", "")).strip(),
             target=str(d.get("target", "")).strip(),
@@ -161,8 +167,28 @@ class MigrationSpec:
             dedupe=mapping("dedupe"),
             csv=csv_opts,
             mongo=mongo_opts,
+            max_errors=max_errors,
+            max_errors_percent=max_percent,
+            sample=sample or None,
             raw=dict(d),
         )
         if problems:
             raise InvalidSpec(problems)
         return spec
+
+
+def _max_errors(raw: object, problems: list[str]) -> tuple[int | None, float | None]:
+    """`maxErrors: 100` (rows) or `maxErrors: "5%"` (of the rows read)."""
+    if raw is None:
+        return None, None
+    if isinstance(raw, int) and not isinstance(raw, bool) and raw >= 0:
+        return raw, None
+    if isinstance(raw, str) and raw.strip().endswith("%"):
+        try:
+            percent = float(raw.strip()[:-1])
+            if 0 <= percent <= 100:
+                return None, percent
+        except ValueError:
+            pass
+    problems.append(f"maxErrors must be a whole number of rows (e.g. 100) or a percentage (e.g. \"5%\"), not {raw!r}")
+    return None, None
