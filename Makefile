@@ -37,6 +37,7 @@ bench: $(STAMP) deps
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/api.py
 	$(BIN)/python bench/mongo.py
+	$(BIN)/python bench/quality.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check service tests bench

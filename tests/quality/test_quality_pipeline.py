@@ -4,11 +4,13 @@ row is loaded as the transforms made it."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from service.store.base import StateStore
 from tests.conftest import NewDatabase
 from tests.support import pg
+from tests.support.cli import Cli
 from tests.support.csvtext import write_csv
 from tests.support.runs import migrate
 
@@ -105,3 +107,22 @@ async def test_validation_false_switches_rules_off_but_not_transforms(
     rejects = await store.rejects(run.id)
     assert [r.rule for r in rejects] == ["dateFormat"]  # a transform that cannot parse still rejects
     assert await pg.count_rows(pg_dsn, "users") == 45
+
+
+async def test_the_cli_dry_run_writes_nothing_and_rejects_go_to_a_file(
+    cli: Cli, data_dir: Path, tmp_path: Path, pg_dsn: str
+) -> None:
+    write_users(data_dir / "in")
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"source": "csv:///in", "target": pg_dsn, **SPEC}))
+
+    dry = await cli.run("run", str(spec), "--dry-run", "--sample", "100")
+    assert dry.returncode == 0, dry.stderr
+    assert "would fail" in dry.stdout and "duplicate 1" in dry.stdout
+    assert not await pg.fetchval(pg_dsn, "SELECT to_regclass('users') IS NOT NULL")
+
+    out = tmp_path / "rejects.csv"
+    done = await cli.run("run", str(spec), "--quiet", "--rejects", str(out))
+    assert done.returncode == 0, done.stderr
+    lines = out.read_text().strip().splitlines()
+    assert lines[0] == "table,row,key,column,value,rule,error" and len(lines) == 7

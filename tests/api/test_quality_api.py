@@ -1,0 +1,41 @@
+"""Data quality over the API: a dry run in the plan, and the rejects as JSON and as CSV."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.quality.test_quality_pipeline import SPEC, write_users
+from tests.support.api import Api
+
+
+async def test_a_plan_with_a_sample_reports_what_would_fail_and_writes_nothing(
+    api: Api, data_dir: Path, pg_dsn: str
+) -> None:
+    write_users(data_dir / "in")
+    await api.post("/api/migrations/initialize", {"sourceDB": "csv:///in", "targetDB": pg_dsn})
+    options = {k: v for k, v in SPEC.items() if k != "batchSize"}
+    plan = (await api.post("/api/migrations/plan", {**options, "tables": ["users"], "sample": 100}))["plan"]
+    dry = plan["dryRun"]["users"]
+    assert dry["sampled"] == 46 and dry["wouldFail"] == 6
+    assert dry["byRule"] == {"format": 1, "max": 1, "required": 1, "duplicate": 1, "dateFormat": 1, "enum": 1}
+    assert (await api.summary())["status"] == "planned"
+
+
+async def test_rejects_are_listed_as_json_and_downloaded_as_csv(api: Api, data_dir: Path, pg_dsn: str) -> None:
+    write_users(data_dir / "in")
+    await api.start("csv:///in", pg_dsn, **{**SPEC, "tables": ["users"]})
+    summary = await api.wait_status("completed")
+    assert (summary["migratedCount"], summary["failedCount"]) == (40, 6)
+
+    listed = await api.get("/api/migrations/rejects?table=users")
+    assert listed["count"] == 6
+    assert {r["rule"] for r in listed["rejects"]} == {"format", "max", "required", "duplicate", "dateFormat", "enum"}
+    assert all({"table", "row", "key", "column", "value", "rule", "message"} <= r.keys() for r in listed["rejects"])
+
+    text = await api.get("/api/migrations/rejects?format=csv")
+    lines = text.strip().splitlines()
+    assert lines[0] == "table,row,key,column,value,rule,error" and len(lines) == 7
+
+    errors = await api.get("/api/migrations/log?level=error")
+    duplicate = next(e for e in errors if "Duplicate key in users.email" in e["message"])
+    assert duplicate["value"] == "user1@example.com" and duplicate["recordId"] == 24
