@@ -19,9 +19,10 @@ A reject has rule `duplicate`, the key's columns as column (`a,b` for several), 
 (its values joined by `,`) and the message `Duplicate key in {table}.{columns}: {value}`.
 
 Memory: a key is remembered as a 64-bit hash in `HashSet` — 8 bytes a slot, at most 65 % full, so
-10M distinct keys fit in 2^24 slots = 128 MiB (and 192 MiB for the moment the table doubles from
-2^23). A later key with the hash of an earlier, different key would be taken for a duplicate:
-with 64 bits the chance is about n²/2^65 — 3·10⁻⁶ over 10M distinct keys.
+10M distinct keys fit in 2^24 slots = 128 MiB; growing to it from 2^23 frees the old table first
+and needs the new one plus the 5.5M hashes it moves (measured over 10M distinct keys: peak RSS
++180 MiB). A later key with the hash of an earlier, different key would be taken for a
+duplicate: with 64 bits the chance is about n²/2^65 — 3·10⁻⁶ over 10M distinct keys.
 
 pyarrow has no public hash kernel, so `_hash_keys` builds one from its arithmetic kernels (see
 there). Everything is vectorized but three loops: writing each new key's hash into the table
@@ -92,12 +93,15 @@ class Dedupe:
     """One table's duplicate detection as a quality step (`Rows -> Rows`); the module's doc says
     what each `keep` policy guarantees."""
 
-    def __init__(self, table: str, key: Sequence[str], keep: Keep = "first") -> None:
+    def __init__(self, table: str, key: Sequence[str], keep: Keep = "first", *, expected_keys: int = 0) -> None:
+        """`expected_keys` (e.g. the source's row count, if known) sizes the table up front, which
+        saves growing it — at most 2^24 slots (128 MiB) that way; it grows beyond as needed."""
         self.table = table
         self.key = tuple(key)
         self.keep: Keep = keep
         self.columns = ",".join(self.key)
         self._seen = HashSet()
+        self._seen.reserve(min(expected_keys, int(_MAX_LOAD * (1 << 24))))
         self._copies: dict[int, int] = {}  # fix: a key's last copy number, for keys with copies
         self._checked: pa.Schema | None = None
         self._suffixed = 0  # fix: the position in `key` of the column that takes the suffix

@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 import pytest
 
 from service.core.errors import InvalidSpec
-from service.quality.dedupe import HashSet, compile_dedupe
+from service.quality.dedupe import Dedupe, HashSet, compile_dedupe
 from service.quality.rows import Rows, Step
 
 
@@ -212,6 +212,16 @@ def test_over_many_batches_exactly_the_later_copies_are_rejected() -> None:
         seen.add(email)
     assert rejected == expected
     assert len(kept) == len(seen)
+
+
+def test_a_step_sized_up_front_finds_the_same_copies() -> None:
+    step = Dedupe("users", ["email"], expected_keys=100_000)
+    step(batch(1, id=[1, 2], email=["a@x.org", "b@x.org"]))
+
+    out = step(batch(3, id=[3, 4], email=["b@x.org", "c@x.org"]))
+
+    assert ids(out) == [4]
+    assert step.distinct_keys == 3
 
 
 # --- keep: last, reject, fix ----------------------------------------------------------------------
