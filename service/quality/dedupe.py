@@ -49,7 +49,7 @@ _OPTIONS = ("key", "keep")
 _RULE = "duplicate"
 
 
-def compile_dedupe(table: str, spec: Mapping[str, object] | None) -> Step | None:
+def compile_dedupe(table: str, spec: Mapping[str, object] | None, *, expected_keys: int = 0) -> Step | None:
     """The step that finds duplicate keys in `table` (the spec's `dedupe.<table>` entry:
     `{key: [column, …], keep: first | last | reject | fix}`), or None when there is no entry.
 
@@ -69,7 +69,7 @@ def compile_dedupe(table: str, spec: Mapping[str, object] | None) -> Step | None
         problems.append(f"{path}.keep must be one of {', '.join(KEEP)}, not {keep!r}")
     if problems:
         raise InvalidSpec(problems)
-    return Dedupe(table, key, cast(Keep, keep))
+    return Dedupe(table, key, cast(Keep, keep), expected_keys=expected_keys)
 
 
 def _key_columns(raw: object, path: str, problems: list[str]) -> tuple[str, ...]:

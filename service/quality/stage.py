@@ -31,7 +31,7 @@ class TableQuality:
 
     @classmethod
     def of(cls, source: TableSchema, *, transforms: Mapping[str, object], rules: Mapping[str, object],
-           dedupe: Mapping[str, object], validation: bool) -> TableQuality:
+           dedupe: Mapping[str, object], validation: bool, expected_rows: int = 0) -> TableQuality:
         table = source.name
         steps: list[Step] = []
         schema = source
@@ -42,7 +42,7 @@ class TableQuality:
         checks = compile_rules(table, _mapping(rules.get(table)), enabled=validation)
         if checks is not None:
             steps.append(checks)
-        dedup = compile_dedupe(table, _mapping(dedupe.get(table)))
+        dedup = compile_dedupe(table, _mapping(dedupe.get(table)), expected_keys=expected_rows)
         if dedup is not None:
             steps.append(dedup)
         return cls(steps, schema, checks)

@@ -243,8 +243,9 @@ class Migration:
 
     def _quality(self, schema: TableSchema) -> TableQuality:
         spec = self.spec
+        progress = self.tables.get(schema.name)
         return TableQuality.of(schema, transforms=spec.transforms, rules=spec.rules, dedupe=spec.dedupe,
-                               validation=spec.validation)
+                               validation=spec.validation, expected_rows=(progress.total or 0) if progress else 0)
 
     async def _run_table(self, source: Source, sink: Sink, schema: TableSchema) -> None:
         spec = self.spec
