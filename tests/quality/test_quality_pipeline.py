@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from pymongo import AsyncMongoClient
+
 from service.store.base import StateStore
 from tests.conftest import NewDatabase
 from tests.support import pg
@@ -126,3 +128,25 @@ async def test_the_cli_dry_run_writes_nothing_and_rejects_go_to_a_file(
     assert done.returncode == 0, done.stderr
     lines = out.read_text().strip().splitlines()
     assert lines[0] == "table,row,key,column,value,rule,error" and len(lines) == 7
+
+
+async def test_the_same_rules_through_mongodb_to_postgres(
+    store: StateStore, data_dir: Path, mongo_url: str, pg_dsn: str
+) -> None:
+    rows = [*GOOD[:20], *(row for row, _ in BAD.values()), *GOOD[20:]]
+    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(mongo_url)
+    try:
+        await client.get_default_database().users.insert_many(
+            [{"_id": r[0], **dict(zip(HEADER[1:], r[1:]))} for r in rows])
+    finally:
+        await client.close()
+    spec = {**SPEC, "transforms": {"users": [{"rename": {"_id": "id"}}, *SPEC["transforms"]["users"]]},  # type: ignore[index]
+            "mongo": {"sampleSize": 0}}
+    run = await migrate(store, {"source": mongo_url, "target": pg_dsn, **spec}, data_dir)
+
+    assert run.status == "completed"
+    rejects = await store.rejects(run.id)
+    assert sorted(r.rule for r in rejects) == sorted(rule for _, rule in BAD.values())
+    assert await pg.fetch(pg_dsn, "SELECT id, email, name FROM users ORDER BY id LIMIT 2") == [
+        (1, "user1@example.com", "Name 1"), (2, "user2@example.com", "Name 2")]
+    assert await pg.count_rows(pg_dsn, "users") == 40
