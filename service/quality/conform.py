@@ -9,8 +9,8 @@ rejected rows ever become Python objects.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
 from dataclasses import replace
+from functools import partial
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -18,10 +18,10 @@ import pyarrow.compute as pc
 from service.core.batch import Batch, NativePayload, Reject
 from service.core.errors import InvalidInput
 from service.core.schema import TableSchema
-from service.quality.rows import Rows
+from service.quality.rows import Rows, failing, flags
 
 _ZONED = r"\d:\d\d(?::\d\d(?:\.\d+)?)?\s*(?:Z|[+-]\d\d(?::?\d\d)?)$"
-_CAST_ERRORS = (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError)
+CAST_ERRORS = (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError)
 
 
 def cast(array: pa.Array, to: pa.DataType) -> pa.Array:
@@ -29,7 +29,7 @@ def cast(array: pa.Array, to: pa.DataType) -> pa.Array:
     PostgreSQL reads it in the migrator's sessions (TimeZone=UTC)."""
     try:
         return pc.cast(array, to)
-    except _CAST_ERRORS:
+    except CAST_ERRORS:
         if not (pa.types.is_timestamp(to) and to.tz and pa.types.is_string(array.type)):
             raise
         zoned = pc.match_substring_regex(array, _ZONED)
@@ -38,25 +38,9 @@ def cast(array: pa.Array, to: pa.DataType) -> pa.Array:
         return pc.if_else(zoned, with_zone, pc.assume_timezone(naive, to.tz))
 
 
-def _keep(n: int, drop: Iterable[int]) -> pa.BooleanArray:
-    """A mask of `n` rows, false at `drop`: built in a byte buffer, so only the dropped rows cost
-    Python work."""
-    flags = bytearray(b"\x01") * n
-    for i in drop:
-        flags[i] = 0
-    return pc.not_equal(pa.Array.from_buffers(pa.uint8(), n, [None, pa.py_buffer(flags)]), 0)
-
-
-def _failing(array: pa.Array, to: pa.DataType) -> list[int]:
+def failing_casts(array: pa.Array, to: pa.DataType) -> list[int]:
     """Indices of the values of `array` that do not cast to `to`."""
-    try:
-        cast(array, to)
-        return []
-    except _CAST_ERRORS:
-        if len(array) == 1:
-            return [0]
-    mid = len(array) // 2
-    return _failing(array.slice(0, mid), to) + [mid + i for i in _failing(array.slice(mid), to)]
+    return [i for i, _ in failing(partial(cast, to=to), array, CAST_ERRORS)]
 
 
 class ConformStage:
@@ -72,7 +56,7 @@ class ConformStage:
             from_type = source.column(c).type
             try:
                 pc.cast(pa.array([None], from_type), self.types[c])
-            except _CAST_ERRORS:
+            except CAST_ERRORS:
                 raise InvalidInput(
                     f"column {source.name}.{c} ({from_type}) cannot be converted to the target's type "
                     f"{target.column(c).native_type or self.types[c]}"
@@ -106,12 +90,12 @@ class ConformStage:
             if array.type != to:
                 try:
                     array = cast(array, to)
-                except _CAST_ERRORS:
-                    for i in _failing(array, to):
+                except CAST_ERRORS:
+                    for i in failing_casts(array, to):
                         value = array[i].as_py()
                         bad.setdefault(i, rows.make_reject(i, name, value, "type",
                                                            f"cannot convert {value!r} to {self._type_name(name)}"))
-                    array = cast(pc.if_else(_keep(len(array), bad), array, pa.scalar(None, array.type)), to)
+                    array = cast(pc.if_else(flags(len(array), bad, value=False), array, pa.scalar(None, array.type)), to)
             if name in self.required and array.null_count:
                 for i in pc.indices_nonzero(pc.is_null(array)).to_pylist():
                     bad.setdefault(i, rows.make_reject(i, name, None, "required",

@@ -41,7 +41,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from service.core.errors import InvalidSpec
-from service.quality.rows import Rows, Step
+from service.quality.rows import Rows, Step, flags
 
 Keep = Literal["first", "last", "reject", "fix"]
 KEEP: tuple[Keep, ...] = ("first", "last", "reject", "fix")
@@ -194,7 +194,7 @@ class Dedupe:
             candidate[self._suffixed] = pa.array(text, picked[self._suffixed].type)
             taken = self._seen.add(_hash_keys(candidate))
             picked[self._suffixed] = pc.replace_with_mask(
-                picked[self._suffixed], _flags(len(base), pending), candidate[self._suffixed])
+                picked[self._suffixed], flags(len(base), pending), candidate[self._suffixed])
             pending = [pending[i] for i in pc.indices_nonzero(taken).to_pylist()]
             for j in pending:
                 number[j] = self._copies[of[j]] = self._copies[of[j]] + 1
@@ -217,13 +217,6 @@ def _copies_in_batch(hashes: pa.Array) -> tuple[pa.Array | None, pa.Array | None
     earlier = pc.scatter(pa.concat_arrays([no, same]), order)  # back in row order
     later = pc.scatter(pa.concat_arrays([same, no]), order)
     return earlier, later
-
-
-def _flags(n: int, indices: Sequence[int]) -> pa.Array:
-    flags = bytearray(n)
-    for i in indices:
-        flags[i] = 1
-    return pc.not_equal(pa.Array.from_buffers(pa.uint8(), n, [None, pa.py_buffer(flags)]), 0)
 
 
 # --- hashing ------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Protocol, Self, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -56,20 +57,13 @@ class Rows:
     def reject_rows(self, indices: Iterable[int], column: str | None, rule: str,
                     message: Callable[[object], str]) -> Rows:
         """Like `reject`, by row indices."""
-        flags = bytearray(self.data.num_rows)
-        for i in indices:
-            flags[i] = 1
-        mask = pc.not_equal(pa.Array.from_buffers(pa.uint8(), len(flags), [None, pa.py_buffer(bytes(flags))]), 0)
-        return self.reject(mask, column, rule, message)
+        return self.reject(flags(self.data.num_rows, indices), column, rule, message)
 
     def remove(self, found: dict[int, Reject]) -> Rows:
         """Remove the rows at the indices of `found`, whose rejects (made with `make_reject`) say why."""
         if not found:
             return self
-        flags = bytearray(b"\x01") * self.data.num_rows
-        for i in found:
-            flags[i] = 0
-        keep = pc.not_equal(pa.Array.from_buffers(pa.uint8(), len(flags), [None, pa.py_buffer(bytes(flags))]), 0)
+        keep = flags(self.data.num_rows, found, value=False)
         return replace(self, data=self.data.filter(keep), numbers=self.numbers.filter(keep),
                        rejects=(*self.rejects, *(found[i] for i in sorted(found))))
 
@@ -85,3 +79,38 @@ class Rows:
 
 
 Step = Callable[[Rows], Rows]
+_ZERO = pa.scalar(0, pa.uint8())
+
+
+def flags(n: int, indices: Iterable[int], *, value: bool = True) -> pa.BooleanArray:
+    """A boolean array of `n` rows, `value` at `indices` and the opposite elsewhere: built in a
+    byte buffer, so only the listed rows cost Python work."""
+    buffer = bytearray(b"\x00" if value else b"\x01") * n
+    for i in indices:
+        buffer[i] = 1 if value else 0
+    return pc.not_equal(pa.Array.from_buffers(pa.uint8(), n, [None, pa.py_buffer(buffer)]), _ZERO)
+
+
+class _Sliceable(Protocol):
+    def __len__(self) -> int: ...
+    def slice(self, offset: int, length: int | None = None) -> Self: ...
+
+
+_T = TypeVar("_T", bound=_Sliceable)
+
+
+def failing(convert: Callable[[_T], object], values: _T,
+            errors: tuple[type[Exception], ...] = (pa.ArrowInvalid,)) -> list[tuple[int, str]]:
+    """The rows of `values` (an array or a batch) on which `convert` raises one of `errors`, each
+    with its error, found by bisection: O(bad · log n) calls."""
+    try:
+        convert(values)
+        return []
+    except errors as exc:
+        n = len(values)
+        if n == 1:
+            return [(0, str(exc))]
+    mid = n // 2
+    head = failing(convert, values.slice(0, mid), errors)
+    tail = failing(convert, values.slice(mid), errors)
+    return head + [(mid + i, error) for i, error in tail]

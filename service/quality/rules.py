@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
@@ -39,9 +39,9 @@ import pyarrow.compute as pc
 from service.core.batch import Reject
 from service.core.errors import InvalidSpec
 from service.core.types import arrow_type_from_spec, spec_type_name
-from service.quality.conform import _CAST_ERRORS, _failing
+from service.quality.conform import CAST_ERRORS, failing_casts
 from service.quality.conform import cast as convert
-from service.quality.rows import Rows
+from service.quality.rows import Rows, flags
 
 Action = Literal["reject", "warn", "fix"]
 Format = Literal["email", "url", "uuid", "date", "datetime"]
@@ -196,16 +196,16 @@ class _Values:
     def _convert(self, to: pa.DataType) -> tuple[pa.Array, pa.Array]:
         array = self.array
         if array.type == to:
-            return array, _flags(len(array), ())
+            return array, flags(len(array), ())
         try:
-            return convert(array, to), _flags(len(array), ())
-        except _CAST_ERRORS:
+            return convert(array, to), flags(len(array), ())
+        except CAST_ERRORS:
             pass
         try:
             convert(pa.nulls(1, array.type), to)
-        except _CAST_ERRORS:  # the types do not convert at all: every value fails
+        except CAST_ERRORS:  # the types do not convert at all: every value fails
             return pa.nulls(len(array), to), pc.is_valid(array)
-        bad = _flags(len(array), _failing(array, to))
+        bad = flags(len(array), failing_casts(array, to))
         return convert(pc.if_else(bad, pa.scalar(None, array.type), array), to), bad
 
 
@@ -279,7 +279,7 @@ class _Run:
         other rule rejected."""
         column = plan.rules.column
         array = self.data.column(plan.index)
-        candidate = pc.and_(pc.is_valid(array), _flags(len(array), self.rejected, value=False))
+        candidate = pc.and_(pc.is_valid(array), flags(len(array), self.rejected, value=False))
         positions = pc.indices_nonzero(candidate)
         if len(positions) == 0:
             return
@@ -302,7 +302,7 @@ class _Run:
         for i in found:
             value = array[i].as_py()
             self._found(plan, i, "unique", value, f"Duplicate key in {self.table}.{column}: {_show(value)}")
-        self._fix(plan, _flags(len(array), found))
+        self._fix(plan, flags(len(array), found))
 
     def remember_unique(self, seen: dict[str, set[object]]) -> None:
         """Let the unique columns remember the values of the rows this batch keeps."""
@@ -381,7 +381,7 @@ def _plan_column(rules: ColumnRules, index: int, t: pa.DataType, path: str,
     if rules.action == "fix":
         try:
             fix = pa.scalar(rules.fix).cast(t) if rules.fix is not None else pa.scalar(None, t)
-        except (*_CAST_ERRORS, TypeError):
+        except (*CAST_ERRORS, TypeError):
             problems.append(f"{path}.fix {_show(rules.fix)} does not fit: {where}")
     if len(problems) > before:
         return None
@@ -500,7 +500,7 @@ def _enum_check(allowed: tuple[Value, ...], t: pa.DataType, path: str, where: st
                 problems: list[str]) -> list[_Check]:
     try:
         value_set = pa.array(list(allowed)).cast(t)
-    except (*_CAST_ERRORS, TypeError):
+    except (*CAST_ERRORS, TypeError):
         problems.append(f"{path} values do not fit: {where}")
         return []
     shown = ", ".join(_show(a) for a in allowed[:10]) + (", …" if len(allowed) > 10 else "")
@@ -625,15 +625,6 @@ def _enum(raw: object, path: str, problems: list[str]) -> tuple[Value, ...] | No
 
 
 # --- small pieces ---------------------------------------------------------------------------------
-
-
-def _flags(n: int, indices: Iterable[int], *, value: bool = True) -> pa.Array:
-    """A boolean array of `n` rows, `value` at `indices` and the opposite elsewhere: built in a
-    byte buffer, so only the listed rows cost Python work."""
-    flags = bytearray(b"\x00" if value else b"\x01") * n
-    for i in indices:
-        flags[i] = 1 if value else 0
-    return pc.not_equal(pa.Array.from_buffers(pa.uint8(), n, [None, pa.py_buffer(flags)]), _ZERO)
 
 
 def _show(v: object) -> str:

@@ -23,7 +23,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import partial, reduce
-from typing import Protocol, Self, TypeAlias, TypeVar
+from typing import TypeAlias
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 from service.core.errors import InvalidSpec
 from service.core.types import arrow_type_from_spec, spec_type_name
 from service.quality.conform import cast as arrow_cast
-from service.quality.rows import Rows, Step
+from service.quality.rows import Rows, Step, failing, flags
 
 _ARROW_ERRORS = (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError)
 _UNKNOWN = pa.null()  # the type of a column whose type cannot be known (an entry before it was wrong)
@@ -211,7 +211,7 @@ class _Cast(_Op):
             try:
                 out = arrow_cast(array, to)
             except pa.ArrowInvalid:
-                bad = [i for i, _ in _failing(partial(arrow_cast, to=to), array)]
+                bad = [i for i, _ in failing(partial(arrow_cast, to=to), array)]
                 rows = rows.reject_rows(bad, column, "cast", partial(_cannot_cast, to=name))
                 out = arrow_cast(rows.data.column(column), to)
             rows = rows.with_data(_set(rows.data, column, out))
@@ -507,10 +507,10 @@ class _Compute(_Op):
             out = self._evaluate(rows.data)
         except pa.ArrowInvalid:
             # Division by zero or overflow in some rows: those rows are rejected, the rest computed.
-            failures = _failing(self._evaluate, rows.data)
+            failures = failing(self._evaluate, rows.data)
             values = {i: self._operands(rows.data, i) for i, _ in failures}
             reasons = {values[i]: error for i, error in failures}
-            bad = _mask(rows.data.num_rows, values)
+            bad = flags(rows.data.num_rows, values)
             value_of = pc.replace_with_mask(pa.nulls(rows.data.num_rows, pa.string()), bad,
                                             pa.array(list(values.values()), pa.string()))
             rows = rows.reject(bad, self.into, "compute",
@@ -914,36 +914,6 @@ _PARSERS: dict[str, Callable[[str, object, list[str]], _Op | None]] = {
 
 # --- arrays -------------------------------------------------------------------------------------
 
-class _Sliceable(Protocol):
-    def __len__(self) -> int: ...
-    def slice(self, offset: int, length: int | None = None) -> Self: ...
-
-
-_T = TypeVar("_T", bound=_Sliceable)
-
-
-def _failing(convert: Callable[[_T], object], values: _T) -> list[tuple[int, str]]:
-    """The rows of `values` (an array or a batch) on which `convert` raises ArrowInvalid, each with
-    its error, found by bisection: O(bad · log n) calls."""
-    try:
-        convert(values)
-        return []
-    except pa.ArrowInvalid as exc:
-        n = len(values)
-        if n == 1:
-            return [(0, str(exc))]
-    mid = n // 2
-    head = _failing(convert, values.slice(0, mid))
-    tail = _failing(convert, values.slice(mid))
-    return head + [(mid + i, error) for i, error in tail]
-
-
-def _mask(n: int, rows: Mapping[int, object]) -> pa.BooleanArray:
-    """True at `rows` (in increasing order), false elsewhere."""
-    flags = bytearray(n)
-    for i in rows:
-        flags[i] = 1
-    return pc.not_equal(pa.Array.from_buffers(pa.uint8(), n, [None, pa.py_buffer(bytes(flags))]), 0)
 
 
 def _set(data: pa.RecordBatch, name: str, array: pa.Array) -> pa.RecordBatch:
