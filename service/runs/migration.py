@@ -287,15 +287,8 @@ class Migration:
                 n, at = checkpoint.batches, now()
                 entries = [LogEntry(at, "INFO", f"Batch {n}: {batch.rows} records migrated", table=schema.name,
                                     batch=n)]
-                entries += [LogEntry(at, "WARNING", f"{r.table}.{r.column}: {r.message}" if r.column else r.message,
-                                     table=schema.name, batch=n, record_id=r.key or (str(r.row) if r.row else None),
-                                     value=r.value, error=f"{r.rule}: {r.message}")
-                            for r in quality.take_warnings()[:MAX_REJECT_LOGS_PER_BATCH]]
-                entries += [LogEntry(at, "ERROR", f"{r.table}.{r.column}: {r.message}" if r.column else r.message,
-                                     table=schema.name, batch=n,
-                                     record_id=r.key or (str(r.row) if r.row is not None else None), value=r.value,
-                                     error=f"{r.rule}: {r.message}")
-                            for r in batch.rejects[:MAX_REJECT_LOGS_PER_BATCH]]
+                entries += [_reject_entry(at, "WARNING", r, n) for r in quality.take_warnings()[:MAX_REJECT_LOGS_PER_BATCH]]
+                entries += [_reject_entry(at, "ERROR", r, n) for r in batch.rejects[:MAX_REJECT_LOGS_PER_BATCH]]
                 await self.store.save_checkpoint(self.id, schema.name, checkpoint, batch.rejects, entries)
                 for e in entries:
                     log.log(logging.getLevelName(e.level), "%s: %s", self.id, e.message)
@@ -333,6 +326,15 @@ class Migration:
         else:
             await self._log("INFO", f"Validation: all {progress.done} records passed", table=schema.name)
         self._emit(TableFinished(self.id, progress))
+
+
+def _reject_entry(at: str, level: str, r: Reject, batch: int) -> LogEntry:
+    """The log entry of a rejected (ERROR) or kept-but-flagged (WARNING) row: the seed's
+    `{message, recordId, value, error}`, the message naming table.column."""
+    message = r.message if not r.column or f"{r.table}." in r.message else f"{r.table}.{r.column}: {r.message}"
+    return LogEntry(at, level, message, table=r.table, batch=batch,
+                    record_id=r.key or (str(r.row) if r.row is not None else None), value=r.value,
+                    error=f"{r.rule}: {r.message}")
 
 
 def _native_format(source: Source, writer: TableWriter, schema: TableSchema, spec: MigrationSpec) -> NativeFormat | None:
