@@ -530,8 +530,8 @@ def _parse_column(table: str, column: str, raw: object, problems: list[str]) -> 
                 arrow_type_from_spec(type_name)
             except ValueError as exc:
                 problems.append(f"{path}.type: {exc}")
-    flags = {k: raw.get(k, False) for k in ("required", "unique")}
-    for key, flag in flags.items():
+    switches = {k: raw.get(k, False) for k in ("required", "unique")}
+    for key, flag in switches.items():
         if not isinstance(flag, bool):
             problems.append(f"{path}.{key} must be true or false")
     fmt = raw.get("format")
@@ -571,15 +571,15 @@ def _parse_column(table: str, column: str, raw: object, problems: list[str]) -> 
             problems.append(f"{path}.action fix needs a fix value (fix: null clears the value)")
         elif not _is_scalar(fix):
             problems.append(f"{path}.fix must be a single value")
-        elif fix is None and flags["required"] is True:
+        elif fix is None and switches["required"] is True:
             problems.append(f"{path}.fix cannot be null: the column is required")
     if len(problems) > before:
         return None
     return ColumnRules(
-        column, type=cast(str | None, type_name), required=cast(bool, flags["required"]),
+        column, type=cast(str | None, type_name), required=cast(bool, switches["required"]),
         format=cast(Format | None, fmt), pattern=cast(str | None, pattern), min=bounds["min"], max=bounds["max"],
         min_length=lengths["minLength"], max_length=lengths["maxLength"], enum=enum,
-        unique=cast(bool, flags["unique"]), action=cast(Action, action), fix=cast(Value, fix),
+        unique=cast(bool, switches["unique"]), action=cast(Action, action), fix=cast(Value, fix),
     )
 
 
