@@ -7,7 +7,6 @@ the target holds exactly the source rows and the service leaves no task behind."
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 from collections import Counter
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from tests.conftest import NewDatabase
 from tests.support import pg
 from tests.support.api import AUTH, Api
 from tests.support.bigtable import create_big_table
+from tests.support.proxy import Proxy
 
 ROWS = 50_000
 SEED = 20_240_611
@@ -93,77 +93,33 @@ async def connections_left(*dsns: str, patience: float = 3.0) -> tuple[int, ...]
         await asyncio.sleep(0.02)
 
 
-async def assert_exact_copy(source: str, target: str) -> None:
-    got, want = await pg.row_multiset(target, "big"), await pg.row_multiset(source, "big")
-    assert max(got.values()) == 1, "the target holds duplicated rows"
-    assert got == want
-
-
 async def log_starts(api: Api, mid: str) -> int:
     """How many times the run started (its log's "Migration started" entries)."""
     return sum(e["message"].startswith("Migration started") for e in await api.get(f"/api/migrations/{mid}/log"))
 
 
-class SlowSecondConnect:
+class SlowSecondConnect(Proxy):
     """A TCP proxy in front of PostgreSQL that, once armed, holds back for `hold` seconds a
     connection arriving right after another one — as a slow network may delay the second of two
     parallel connects. `holding` is set when it does."""
 
     def __init__(self, host: str, port: int, *, hold: float = 1.0, window: float = 0.02) -> None:
-        self.upstream = (host, port)
+        super().__init__(host, port)
         self.hold, self.window = hold, window
         self.armed = False
         self.holding = asyncio.Event()
-        self.port = 0
         self._last = float("-inf")
-        self._handlers: set[asyncio.Task[Any]] = set()
-        self._server: asyncio.Server | None = None
 
     async def __aenter__(self) -> SlowSecondConnect:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
+        await super().__aenter__()
         return self
 
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        for task in self._handlers:
-            task.cancel()
-        await asyncio.gather(*self._handlers, return_exceptions=True)
-        await self._server.wait_closed()
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._handlers.add(task)
+    async def _before_connect(self) -> None:
         now = asyncio.get_running_loop().time()
         second, self._last = self.armed and now - self._last < self.window, now
-        writers = [writer]
-        try:
-            if second:
-                self.holding.set()
-                await asyncio.sleep(self.hold)
-            up_reader, up = await asyncio.open_connection(*self.upstream)
-            writers.append(up)
-            async with asyncio.TaskGroup() as tg:  # until either side hangs up
-                ends = [tg.create_task(_pipe(reader, up)), tg.create_task(_pipe(up_reader, writer))]
-                await asyncio.wait(ends, return_when=asyncio.FIRST_COMPLETED)
-                for end in ends:
-                    end.cancel()
-        finally:
-            for w in writers:
-                w.close()
-            for w in writers:
-                with contextlib.suppress(ConnectionError):
-                    await w.wait_closed()
-            self._handlers.discard(task)
-
-
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    with contextlib.suppress(ConnectionError):
-        while data := await reader.read(1 << 16):
-            writer.write(data)
-            await writer.drain()
+        if second:
+            self.holding.set()
+            await asyncio.sleep(self.hold)
 
 
 async def test_a_storm_of_control_calls_never_errors_and_ends_with_exactly_the_source_rows(
@@ -203,7 +159,7 @@ async def test_a_storm_of_control_calls_never_errors_and_ends_with_exactly_the_s
         assert await pg.count_rows(target, "big") == summary["migratedCount"]
         assert (await api.summary(mid))["status"] == "completed"
 
-    await assert_exact_copy(big_source, target)
+    await pg.assert_exact_copy(big_source, target)
     left = sorted(t.get_name() for t in asyncio.all_tasks() - before if t.get_name().startswith(OWNED))
     assert left == [], f"tasks outlived the app: {left}"
 
@@ -225,7 +181,7 @@ async def test_simultaneous_resumes_of_a_cancelled_run_run_it_once_to_exactly_th
     done = await api.wait_status("completed", "failed", "cancelled", migration=mid)
     assert (starts := await log_starts(api, mid)) == 2, f"one execute and one resume, yet {starts} starts"
     assert done["status"] == "completed", f"{done['status']}: {done['error']}"
-    await assert_exact_copy(big_source, target)
+    await pg.assert_exact_copy(big_source, target)
 
 
 async def test_simultaneous_executes_start_one_run(api: Api, new_pg_db: NewDatabase, big_source: str) -> None:
@@ -240,7 +196,7 @@ async def test_simultaneous_executes_start_one_run(api: Api, new_pg_db: NewDatab
     done = await api.wait_status("completed", "failed", "cancelled", migration=mid)
     assert (starts := await log_starts(api, mid)) == 1, f"one run asked for, yet {starts} starts"
     assert done["status"] == "completed", f"{done['status']}: {done['error']}"
-    await assert_exact_copy(big_source, target)
+    await pg.assert_exact_copy(big_source, target)
 
 
 async def test_a_cancel_while_the_source_readers_connect_leaves_no_connection_open(

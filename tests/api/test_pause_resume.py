@@ -48,12 +48,6 @@ async def held_still(api: Api, mid: str, target: str) -> int:
     return rows
 
 
-async def assert_exact_copy(source: str, target: str) -> None:
-    got, want = await pg.row_multiset(target, "big"), await pg.row_multiset(source, "big")
-    assert max(got.values()) == 1, "the target holds duplicated rows"
-    assert got == want
-
-
 async def test_a_paused_run_holds_the_target_still_and_resumes_to_exactly_the_source_rows(
     api: Api, new_pg_db: NewDatabase, big_source: str
 ) -> None:
@@ -71,7 +65,7 @@ async def test_a_paused_run_holds_the_target_still_and_resumes_to_exactly_the_so
     done = await reach(api, mid, "completed")
 
     assert done["migratedCount"] == ROWS and done["failedCount"] == 0
-    await assert_exact_copy(big_source, target)
+    await pg.assert_exact_copy(big_source, target)
 
 
 async def test_pausing_and_resuming_several_times_in_one_run_still_copies_every_row_once(
@@ -91,7 +85,7 @@ async def test_pausing_and_resuming_several_times_in_one_run_still_copies_every_
 
     done = await reach(api, mid, "completed")
     assert done["migratedCount"] == ROWS
-    await assert_exact_copy(big_source, target)
+    await pg.assert_exact_copy(big_source, target)
 
 
 async def test_a_cancelled_run_resumes_from_its_checkpoint_to_exactly_the_source_rows(
@@ -116,7 +110,7 @@ async def test_a_cancelled_run_resumes_from_its_checkpoint_to_exactly_the_source
     messages = [e["message"] for e in await api.get("/api/migrations/log?table=big")]
     resumed_after = [int(m.group(1)) for m in map(re.compile(r"resuming after (\d+) records").search, messages) if m]
     assert resumed_after and resumed_after[0] >= cancelled["migratedCount"] > 0, messages[:10]
-    await assert_exact_copy(big_source, target)
+    await pg.assert_exact_copy(big_source, target)
 
 
 async def test_execute_beyond_the_running_limit_is_refused_until_a_run_finishes(
@@ -139,8 +133,8 @@ async def test_execute_beyond_the_running_limit_is_refused_until_a_run_finishes(
         assert started["migration"]["id"] == second
         await reach(api, second, "completed")
 
-    await assert_exact_copy(big_source, first_target)
-    await assert_exact_copy(big_source, second_target)
+    await pg.assert_exact_copy(big_source, first_target)
+    await pg.assert_exact_copy(big_source, second_target)
 
 
 async def test_id_routes_pause_and_resume_a_run_that_is_not_the_most_recent(
@@ -165,6 +159,6 @@ async def test_id_routes_pause_and_resume_a_run_that_is_not_the_most_recent(
     await reach(api, mid, "completed")
     assert (await api.post(f"/api/migrations/{mid}/cancel", status=409))["error"]["code"] == "wrong_state"
 
-    await assert_exact_copy(big_source, target)
+    await pg.assert_exact_copy(big_source, target)
     assert await pg.count_rows(other, "big") == 0
     assert (await api.summary(latest))["status"] == "initialized"

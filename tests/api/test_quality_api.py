@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.quality.test_quality_pipeline import SPEC, write_users
 from tests.support.api import Api
+from tests.support.users import SPEC, write_users
 
 
 async def test_a_plan_with_a_sample_reports_what_would_fail_and_writes_nothing(

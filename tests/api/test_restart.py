@@ -41,12 +41,6 @@ async def resume_to_the_end(api: Api, mid: str, body: dict[str, str] | None = No
     return done
 
 
-async def assert_exact_copy(source: str, target: str) -> None:
-    got, want = await pg.row_multiset(target, "big"), await pg.row_multiset(source, "big")
-    assert max(got.values()) == 1, "the target holds duplicated rows"
-    assert got == want
-
-
 @pytest.mark.parametrize("store", ["sqlite", "postgresql"])
 async def test_a_run_stopped_with_the_service_is_interrupted_and_resumes_after_the_restart(
     store: str, make_api: Callable[..., Any], new_pg_db: NewDatabase, big_source: str
@@ -67,7 +61,7 @@ async def test_a_run_stopped_with_the_service_is_interrupted_and_resumes_after_t
         done = await resume_to_the_end(api, mid)
 
     assert done["migratedCount"] == ROWS
-    await assert_exact_copy(big_source, target)
+    await pg.assert_exact_copy(big_source, target)
 
 
 def with_password(dsn: str, password: str) -> str:
@@ -103,7 +97,7 @@ async def test_a_literal_password_is_not_stored_so_resume_after_restart_asks_for
         done = await resume_to_the_end(api, mid, {"sourceDB": source, "targetDB": target})
 
     assert done["migratedCount"] == ROWS
-    await assert_exact_copy(big_source, target)
+    await pg.assert_exact_copy(big_source, target)
 
 
 class Served:
@@ -181,4 +175,4 @@ async def test_a_run_whose_service_was_killed_is_interrupted_and_a_new_service_r
             assert done["status"] == "completed", f"{done['status']}: {done['error']}"
             assert done["migratedCount"] == ROWS
 
-    await assert_exact_copy(big_source, target)
+    await pg.assert_exact_copy(big_source, target)

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.cli.test_resume_after_kill import kill_when
 from tests.support import pg
-from tests.support.cli import Cli
+from tests.support.cli import Cli, kill_half_way_and_rerun
 from tests.support.mongodocs import count, fetch_all, from_extended_json, insert, people, rows, with_nulls
 
 DOCS = 20_000
@@ -24,13 +23,8 @@ async def test_mongo_to_pg_run_killed_half_way_resumes_to_exactly_the_documents(
     await insert(mongo_url, "people", docs)
     args = ("run", "--source", mongo_url, "--target", pg_dsn, "--batch-size", BATCH)
 
-    await kill_when(cli, args, lambda: pg.count_rows(pg_dsn, "people"))
-    assert 0 < await pg.count_rows(pg_dsn, "people") < DOCS
+    await kill_half_way_and_rerun(cli, args, lambda: pg.count_rows(pg_dsn, "people"), DOCS)
 
-    result = await cli.run(*args)
-
-    assert result.returncode == 0, result.stderr
-    assert "Resuming" in result.stdout
     found = await rows(pg_dsn, "SELECT * FROM people ORDER BY _id")
     json_columns = ("address", "prefs", "tags", "orders")
     assert [{k: from_extended_json(v) if k in json_columns and v is not None else v for k, v in r.items()}
@@ -48,13 +42,8 @@ async def test_pg_to_mongo_run_killed_half_way_resumes_to_exactly_the_rows(
                      f" FROM generate_series(1, {DOCS}) g")
     args = ("run", "--source", pg_dsn, "--target", mongo_url, "--batch-size", BATCH)
 
-    await kill_when(cli, args, lambda: count(mongo_url, "orders"))
-    assert 0 < await count(mongo_url, "orders") < DOCS
+    await kill_half_way_and_rerun(cli, args, lambda: count(mongo_url, "orders"), DOCS)
 
-    result = await cli.run(*args)
-
-    assert result.returncode == 0, result.stderr
-    assert "Resuming" in result.stdout
     expected = [{"_id": r["id"], "customer": r["customer"], "total": r["total"], "placed": r["placed"],
                  "lines": from_extended_json(r["lines"])}
                 for r in await rows(pg_dsn, "SELECT * FROM orders ORDER BY id")]

@@ -3,9 +3,6 @@ rows in the target — none lost, none doubled."""
 
 from __future__ import annotations
 
-import asyncio
-import signal
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -14,31 +11,13 @@ from service.store import open_state_store
 from tests.conftest import NewDatabase
 from tests.support import pg
 from tests.support.bigtable import create_big_table
-from tests.support.cli import Cli
+from tests.support.cli import Cli, kill_half_way_and_rerun, kill_when
 from tests.support.csvtext import read_csv, write_csv
 
 ROWS = 200_000
 BATCH = "500"
 
 pytestmark = pytest.mark.slow
-
-
-async def kill_when(cli: Cli, args: tuple[str, ...], committed: Callable[[], Awaitable[int]]) -> int:
-    """Start `migrator ARGS`, SIGKILL it as soon as some rows are committed; returns that count."""
-    proc = await cli.start(*args)
-    try:
-        async with asyncio.timeout(60):
-            while (done := await committed()) == 0:
-                if proc.returncode is not None:
-                    pytest.fail(f"migrator ended (exit {proc.returncode}) before any row was committed: "
-                                f"{cli.output()[1]}")
-                await asyncio.sleep(0.005)
-    finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGKILL)
-        await proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed; use more rows"
-    return done
 
 
 async def test_pg_to_pg_run_killed_half_way_resumes_to_exactly_the_source_rows(
@@ -48,13 +27,8 @@ async def test_pg_to_pg_run_killed_half_way_resumes_to_exactly_the_source_rows(
     await create_big_table(source, ROWS)
     args = ("run", "--source", source, "--target", target, "--batch-size", BATCH)
 
-    await kill_when(cli, args, lambda: pg.count_rows(target, "big"))
-    assert 0 < await pg.count_rows(target, "big") < ROWS
+    await kill_half_way_and_rerun(cli, args, lambda: pg.count_rows(target, "big"), ROWS)
 
-    result = await cli.run(*args)
-
-    assert result.returncode == 0, result.stderr
-    assert "Resuming" in result.stdout
     assert await pg.digest(target, "big", ["id"]) == await pg.digest(source, "big", ["id"])
 
 

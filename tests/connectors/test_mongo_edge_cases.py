@@ -13,7 +13,6 @@ batches and leaves nothing to replay.)
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import json
 import struct
@@ -33,7 +32,6 @@ from service.store.base import StateStore
 from tests.support import pg
 from tests.support.csvtext import write_csv
 from tests.support.mongodocs import (
-    STOP_SECONDS,
     Document,
     count,
     fetch_all,
@@ -43,7 +41,8 @@ from tests.support.mongodocs import (
     real_mongo,
     rows,
 )
-from tests.support.runs import migrate, prepare
+from tests.support.proxy import Proxy, pipe
+from tests.support.runs import migrate, prepare, stop
 
 UTC = dt.UTC
 MICROSECONDS = "timestamptz '2024-01-01 10:00:00.123456+00'"  # 123.456 ms: stored as 123 ms
@@ -54,7 +53,7 @@ def in_milliseconds(v: dt.datetime) -> dt.datetime:
     return v.replace(microsecond=v.microsecond // 1000 * 1000)
 
 
-class WithholdingProxy:
+class WithholdingProxy(Proxy):
     """`async with WithholdingProxy(mongo_url, "insert", "orders", nth=2) as proxy:` — a TCP proxy
     to the URL's server (connect to `proxy.url`) that withholds the server's reply to the `nth`
     `command` on `collection`, counted over every connection: the server has done the write, the
@@ -62,6 +61,7 @@ class WithholdingProxy:
 
     def __init__(self, url: str, command: str, collection: str, nth: int) -> None:
         self._parts = urlsplit(url)
+        super().__init__(self._parts.hostname or "127.0.0.1", self._parts.port or 27017)
         name = collection.encode() + b"\x00"
         # The command's first BSON element: type string, the command's name, the collection's.
         self._pattern = b"\x02" + command.encode() + b"\x00" + struct.pack("<i", len(name)) + name
@@ -69,72 +69,36 @@ class WithholdingProxy:
         self._seen = 0
         self.withheld = asyncio.Event()
         self.url = ""
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._pipes: set[asyncio.Task[None]] = set()
 
     async def __aenter__(self) -> WithholdingProxy:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        port = self._server.sockets[0].getsockname()[1]
-        self.url = urlunsplit(self._parts._replace(netloc=f"127.0.0.1:{port}", query="directConnection=true"))
+        await super().__aenter__()
+        self.url = urlunsplit(self._parts._replace(netloc=f"127.0.0.1:{self.port}", query="directConnection=true"))
         return self
 
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        for writer in list(self._writers):
-            writer.transport.abort()
-        for task in list(self._pipes):
-            task.cancel()
-        await asyncio.gather(*self._pipes, return_exceptions=True)
-        await self._server.wait_closed()
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection(self._parts.hostname, self._parts.port)
-        except OSError:
-            writer.transport.abort()
-            return
-        self._writers |= {writer, up_writer}
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                     up_reader: asyncio.StreamReader, up_writer: asyncio.StreamWriter) -> None:
         hold = asyncio.Event()  # this connection's replies are withheld from now on
-        pipes = [asyncio.ensure_future(self._to_server(reader, up_writer, hold)),
-                 asyncio.ensure_future(self._to_client(up_reader, writer, hold))]
-        self._pipes.update(pipes)
-        try:
-            await asyncio.gather(*pipes, return_exceptions=True)
-        finally:
-            self._pipes.difference_update(pipes)
-            for w in (writer, up_writer):
-                self._writers.discard(w)
-                w.transport.abort()
-
-    async def _to_server(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                         hold: asyncio.Event) -> None:
         tail = b""
-        with contextlib.suppress(ConnectionError, OSError):
-            while data := await reader.read(65536):
-                window, start = tail + data, 0
-                while (at := window.find(self._pattern, start)) >= 0:
-                    if at + len(self._pattern) > len(tail):  # not already counted with the last chunk
-                        self._seen += 1
-                        if self._seen == self._nth:
-                            hold.set()  # before the command goes on: its reply cannot slip through
-                    start = at + 1
-                tail = window[-len(self._pattern):]
-                writer.write(data)
-                await writer.drain()
-        writer.transport.abort()
 
-    async def _to_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                         hold: asyncio.Event) -> None:
-        with contextlib.suppress(ConnectionError, OSError):
-            while data := await reader.read(65536):
-                if hold.is_set():
-                    self.withheld.set()
-                    continue
-                writer.write(data)
-                await writer.drain()
-        writer.transport.abort()
+        def to_server(data: bytes) -> bool:
+            nonlocal tail
+            window, start = tail + data, 0
+            while (at := window.find(self._pattern, start)) >= 0:
+                if at + len(self._pattern) > len(tail):  # not already counted with the last chunk
+                    self._seen += 1
+                    if self._seen == self._nth:
+                        hold.set()  # before the command goes on: its reply cannot slip through
+                start = at + 1
+            tail = window[-len(self._pattern):]
+            return True
+
+        def to_client(data: bytes) -> bool:
+            if hold.is_set():
+                self.withheld.set()
+            return not hold.is_set()
+
+        await asyncio.gather(pipe(reader, up_writer, to_server), pipe(up_reader, writer, to_client),
+                             return_exceptions=True)
 
 
 async def crash_mid_batch(store: StateStore, data_dir: Path, spec: Mapping[str, object],
@@ -151,16 +115,7 @@ async def crash_mid_batch(store: StateStore, data_dir: Path, spec: Mapping[str, 
         withheld.cancel()
         await asyncio.gather(withheld, return_exceptions=True)
         task.cancel()
-        done, _ = await asyncio.wait([task], timeout=STOP_SECONDS)
-    if not done:
-        for other in asyncio.all_tasks():
-            if other.get_name().startswith(("produce:", "transform:", "write:")):
-                other.cancel()
-        await asyncio.wait([task], timeout=STOP_SECONDS)
-        pytest.fail(f"the run did not stop within {STOP_SECONDS} s of its task being cancelled "
-                    f"(status {migration.status!r})")
-    if not task.cancelled():
-        pytest.fail(f"the run ended before the withheld write ({migration.status}): {task.exception()!r}")
+    await stop(task, migration, before="the withheld write")
     assert proxy.withheld.is_set(), "the proxy never withheld a reply: the run was cancelled by the timeout"
     return migration
 

@@ -43,7 +43,6 @@ async def test_a_cut_connection_reopens_the_cursor_and_the_run_ends_exact(
             if not task.done():
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
-    assert proxy.cuts == 1
     assert run.status == "completed"
     assert any("reopening it after the last _id" in r.getMessage() for r in caplog.records)
     rows = await pg.fetch(pg_dsn, 'SELECT "_id", n FROM things ORDER BY "_id"')

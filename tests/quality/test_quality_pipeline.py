@@ -7,46 +7,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from pymongo import AsyncMongoClient
 
+from service.core.errors import RejectLimit
 from service.store.base import StateStore
 from tests.conftest import NewDatabase
 from tests.support import pg
 from tests.support.cli import Cli
-from tests.support.csvtext import write_csv
-from tests.support.runs import migrate
-
-HEADER = ("id", "email", "full_name", "age", "joined", "country")
-GOOD = [(i, f"User{i}@Example.com", f"  Name {i} ", 20 + i % 50, f"0{1 + i % 9}/01/2024", "DE") for i in range(1, 41)]
-BAD = {  # row id -> (the bad row, the rule that rejects it)
-    41: ((41, "not-an-email", "A", 30, "01/01/2024", "DE"), "format"),
-    42: ((42, "u42@example.com", "B", 200, "01/01/2024", "DE"), "max"),
-    43: ((43, None, "C", 30, "01/01/2024", "DE"), "required"),
-    44: ((44, "USER1@example.com", "D", 30, "01/01/2024", "DE"), "duplicate"),  # user1's email, lowercased
-    45: ((45, "u45@example.com", "E", 30, "31/13/2024", "DE"), "dateFormat"),
-    46: ((46, "u46@example.com", "F", 30, "01/01/2024", "XX"), "enum"),
-}
-SPEC: dict[str, object] = {
-    "batchSize": 7,
-    "transforms": {"users": [
-        {"rename": {"full_name": "name"}},
-        {"trim": ["name"]},
-        {"lowercase": ["email"]},
-        {"dateFormat": {"joined": "%d/%m/%Y"}},
-    ]},
-    "rules": {"users": {
-        "email": {"required": True, "format": "email"},
-        "age": {"type": "integer", "min": 0, "max": 150},
-        "country": {"enum": ["DE", "FR", "US"]},
-    }},
-    "dedupe": {"users": {"key": ["email"], "keep": "first"}},
-}
-
-
-def write_users(folder: Path) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    rows = [*GOOD[:20], *(row for row, _ in BAD.values()), *GOOD[20:]]
-    write_csv(folder / "users.csv", HEADER, rows)
+from tests.support.runs import migrate, prepare
+from tests.support.users import BAD, GOOD, HEADER, SPEC, write_users
 
 
 async def test_a_csv_with_known_bad_rows_loads_every_other_row_as_transformed(
@@ -92,12 +62,15 @@ async def test_the_same_rules_through_postgres_to_postgres(
 
 async def test_max_errors_stops_a_run_gone_wrong(store: StateStore, data_dir: Path, pg_dsn: str) -> None:
     write_users(data_dir / "in")
-    run = None
-    try:
-        run = await migrate(store, {"source": "csv:///in", "target": pg_dsn, **SPEC, "maxErrors": 2}, data_dir)
-    except Exception as exc:
-        assert "more than maxErrors 2" in str(exc)
-    assert run is None, "the run should have stopped"
+    run = await prepare(store, {"source": "csv:///in", "target": pg_dsn, **SPEC, "maxErrors": 2}, data_dir)
+
+    with pytest.raises(RejectLimit, match="more than maxErrors 2"):
+        await run.run()
+
+    assert await pg.count_rows(pg_dsn, "users") < len(GOOD)  # stopped before loading every good row
+    record = await store.get_migration(run.id)
+    assert record is not None and record.status == "failed"
+    assert record.error and "more than maxErrors 2" in record.error
 
 
 async def test_validation_false_switches_rules_off_but_not_transforms(

@@ -14,7 +14,7 @@ from service.runs.spec import MigrationSpec
 from service.store import SqliteStateStore
 from tests.runs.conftest import BIG_ROWS
 from tests.support import pg
-from tests.support.runs import Watcher, prepare
+from tests.support.runs import run_until_committed
 
 
 def spec_for(source: str, target: str) -> dict[str, object]:
@@ -24,18 +24,7 @@ def spec_for(source: str, target: str) -> dict[str, object]:
 async def run_and_cancel(store: SqliteStateStore, data_dir: Path, spec: dict[str, object], *,
                          paused: bool = False) -> tuple[Migration, float]:
     """Start the run, cancel it after its first committed batch; returns how long stopping took."""
-    watcher = Watcher()
-    migration = await prepare(store, spec, data_dir, listeners=[watcher])
-    task = asyncio.create_task(migration.run())
-    try:
-        async with asyncio.timeout(30):
-            await watcher.committed.wait()
-            if paused:
-                await migration.pause()
-    except BaseException:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        raise
+    migration, task = await run_until_committed(store, spec, data_dir, pause=paused)
     loop = asyncio.get_running_loop()
     began = loop.time()
     task.cancel()
@@ -93,12 +82,7 @@ async def test_running_a_cancelled_migration_again_resumes_it_to_exactly_the_sou
 async def test_a_cancelled_run_leaves_no_connection_open_on_the_source(
     store: SqliteStateStore, data_dir: Path, big_source: str, pg_dsn: str
 ) -> None:
-    watcher = Watcher()
-    migration = await prepare(store, spec_for(big_source, pg_dsn), data_dir, listeners=[watcher])
-    task = asyncio.create_task(migration.run())
-    async with asyncio.timeout(30):
-        await watcher.committed.wait()
-        await migration.pause()
+    _, task = await run_until_committed(store, spec_for(big_source, pg_dsn), data_dir, pause=True)
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
 
@@ -127,13 +111,8 @@ async def test_a_cancelled_csv_run_leaves_the_source_file_closed(
     with open(big, "w") as f:
         f.write("id,name\n")
         f.writelines(f"{i},name {i}\n" for i in range(300_000))
-    watcher = Watcher()
-    migration = await prepare(store, {"source": "csv:///big.csv", "target": "sqlite:///out.db", "batchSize": 500},
-                              data_dir, listeners=[watcher])
-    task = asyncio.create_task(migration.run())
-    async with asyncio.timeout(30):
-        await watcher.committed.wait()
-        await migration.pause()
+    _, task = await run_until_committed(
+        store, {"source": "csv:///big.csv", "target": "sqlite:///out.db", "batchSize": 500}, data_dir, pause=True)
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
 

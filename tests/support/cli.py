@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 MIGRATOR = ROOT / ".venv" / "bin" / "migrator"
@@ -57,3 +61,33 @@ class Cli:
             await proc.wait()
             raise
         return Result(returncode, *self.output())
+
+
+async def kill_when(cli: Cli, args: tuple[str, ...], committed: Callable[[], Awaitable[int]]) -> int:
+    """Start `migrator ARGS`, SIGKILL it as soon as some rows are committed; returns that count."""
+    proc = await cli.start(*args)
+    try:
+        async with asyncio.timeout(60):
+            while (done := await committed()) == 0:
+                if proc.returncode is not None:
+                    pytest.fail(f"migrator ended (exit {proc.returncode}) before any row was committed: "
+                                f"{cli.output()[1]}")
+                await asyncio.sleep(0.005)
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGKILL)
+        await proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed; use more rows"
+    return done
+
+
+async def kill_half_way_and_rerun(cli: Cli, args: tuple[str, ...], committed: Callable[[], Awaitable[int]],
+                                  total: int) -> Result:
+    """`kill -9` of `migrator ARGS` once some but not all of its `total` rows are committed, then the
+    same command again: returns that second run's result, checked to exit 0 saying it resumed."""
+    await kill_when(cli, args, committed)
+    assert 0 < await committed() < total
+    result = await cli.run(*args)
+    assert result.returncode == 0, result.stderr
+    assert "Resuming" in result.stdout
+    return result

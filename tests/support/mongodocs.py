@@ -8,7 +8,6 @@ driver client of the test's own (aware UTC dates, standard UUIDs), closed after 
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import os
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
@@ -25,14 +24,13 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from service.runs.migration import Migration
 from service.store.base import StateStore
-from tests.support.runs import Watcher, prepare
+from tests.support.runs import run_until_committed, stop
 
 Document = dict[str, Any]
 Test = Callable[..., Any]
 UTC = dt.UTC
 EPOCH = dt.datetime(2024, 1, 1, tzinfo=UTC)
 _EXTENDED = JSONOptions(tz_aware=True, tzinfo=UTC)
-STOP_SECONDS = 3.0
 
 # Every field `person` may write, in the order a relational table lists them.
 PERSON_FIELDS = ("_id", "name", "age", "visits", "score", "active", "joined", "email", "nickname", "address",
@@ -154,25 +152,6 @@ async def cancel_after_first_commit(store: StateStore, data_dir: Path, spec: Map
     """Start the migration of `spec`, cancel its task as soon as a batch is committed (as Ctrl-C
     does) and return it once the run has stopped. Fails the test — instead of hanging it — when
     the run does not stop within STOP_SECONDS of the cancel, or ended before it."""
-    watcher = Watcher()
-    migration = await prepare(store, spec, data_dir, listeners=[watcher])
-    task = asyncio.create_task(migration.run())
-    try:
-        async with asyncio.timeout(30):
-            await watcher.committed.wait()
-    finally:
-        task.cancel()
-        done, _ = await asyncio.wait([task], timeout=STOP_SECONDS)
-    if not done:
-        # A stage swallowed the cancellation: cancel the run's own pipeline tasks once more, so the
-        # stuck run ends now and does not leak into the next test.
-        for other in asyncio.all_tasks():
-            if other.get_name().startswith(("produce:", "transform:", "write:")):
-                other.cancel()
-        await asyncio.wait([task], timeout=STOP_SECONDS)
-        pytest.fail(f"the run did not stop within {STOP_SECONDS} s of its task being cancelled "
-                    f"(status {migration.status!r})")
-    if not task.cancelled():
-        pytest.fail(f"the run ended before it could be cancelled ({migration.status}); use more rows: "
-                    f"{task.exception()!r}")
+    migration, task = await run_until_committed(store, spec, data_dir)
+    await stop(task, migration, before="it could be cancelled; use more rows")
     return migration

@@ -49,6 +49,13 @@ async def row_multiset(dsn: str, table: str) -> Counter[tuple[object, ...]]:
     return Counter(await fetch(dsn, f"SELECT * FROM {table}"))
 
 
+async def assert_exact_copy(source: str, target: str, table: str = "big") -> None:
+    """The target's `table` holds exactly the source's rows: none lost, none doubled."""
+    got, want = await row_multiset(target, table), await row_multiset(source, table)
+    assert all(n == 1 for n in got.values()), "the target holds duplicated rows"
+    assert got == want
+
+
 async def column_types(dsn: str, table: str) -> dict[str, str]:
     rows = await fetch(
         dsn,
