@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import aiohttp
@@ -23,7 +24,7 @@ import aiohttp
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.run import GENERATE, ROWS, TABLE_DDL  # noqa: E402
+from bench.run import GENERATE, ROWS, TABLE_DDL, psql_for, run_sql  # noqa: E402
 from tests.support.pgcluster import Cluster  # noqa: E402
 
 REPEAT = int(os.environ.get("API_REPEAT", "6"))  # runs are noisy (±0.3 s): more of them
@@ -103,10 +104,9 @@ async def run(base: str, source: str, target_of: list[str], settle: Callable[[st
 def main() -> int:
     cluster = Cluster(fsync=True).start()
     work = Path(tempfile.mkdtemp(prefix="migrator-bench-api-"))
-    psql = ["psql", "-q", "-X", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", str(cluster.port), "-U", "postgres"]
+    psql = psql_for(cluster)
 
-    def sql(db: str, text: str) -> None:
-        subprocess.run([*psql, "-d", db, "-c", text], check=True, stdout=subprocess.DEVNULL)
+    sql = partial(run_sql, psql)
 
     server: subprocess.Popen[bytes] | None = None
     try:

@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -39,7 +40,7 @@ from pymongo import AsyncMongoClient
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.run import timed  # noqa: E402
+from bench.run import psql_for, run_sql, timed  # noqa: E402
 from tests.support.mongo import MongoServer  # noqa: E402
 from tests.support.pgcluster import Cluster  # noqa: E402
 
@@ -188,11 +189,10 @@ def main() -> int:
     cluster = Cluster(fsync=True).start()
     mongo = MongoServer()
     work = Path(tempfile.mkdtemp(prefix="migrator-bench-mongo-"))
-    psql = ["psql", "-q", "-X", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", str(cluster.port), "-U", "postgres"]
+    psql = psql_for(cluster)
     env = {**os.environ, "MIGRATOR_DATA_DIR": str(work)}
 
-    def sql(db: str, text: str) -> None:
-        subprocess.run([*psql, "-d", db, "-c", text], check=True, stdout=subprocess.DEVNULL)
+    sql = partial(run_sql, psql)
 
     runs = [0]
 

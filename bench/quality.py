@@ -9,15 +9,15 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
+from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.run import GENERATE, MIGRATOR, ROWS, TABLE_DDL, timed  # noqa: E402
+from bench.run import GENERATE, MIGRATOR, ROWS, TABLE_DDL, psql_for, query_value, run_sql, timed  # noqa: E402
 from tests.support.pgcluster import Cluster  # noqa: E402
 
 REPEAT = int(os.environ.get("QUALITY_REPEAT", "3"))
@@ -37,15 +37,12 @@ QUALITY = {
 def main() -> int:
     cluster = Cluster(fsync=True).start()
     work = Path(tempfile.mkdtemp(prefix="migrator-bench-quality-"))
-    psql = ["psql", "-q", "-X", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", str(cluster.port), "-U", "postgres"]
+    psql = psql_for(cluster)
 
-    def sql(db: str, text: str) -> None:
-        subprocess.run([*psql, "-d", db, "-c", text], check=True, stdout=subprocess.DEVNULL)
+    sql = partial(run_sql, psql)
 
     def count(db: str) -> int:
-        out = subprocess.run([*psql, "-d", db, "-At", "-c", "SELECT count(*) FROM users"], check=True,
-                             capture_output=True, text=True).stdout
-        return int(out.strip())
+        return int(query_value(psql, db, "SELECT count(*) FROM users"))
 
     try:
         for db in ("src", "plain", "checked"):

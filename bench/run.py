@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,18 +48,26 @@ def timed(cmd: list[str] | str, *, shell: bool = False, env: dict[str, str] | No
     return elapsed, usage.ru_maxrss // 1024
 
 
+def psql_for(cluster: Cluster) -> list[str]:
+    """psql against the bench cluster, as the postgres user, stopping at the first error."""
+    return ["psql", "-q", "-X", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", str(cluster.port), "-U", "postgres"]
+
+
+def run_sql(psql: list[str], db: str, text: str) -> None:
+    subprocess.run([*psql, "-d", db, "-c", text], check=True, stdout=subprocess.DEVNULL)
+
+
+def query_value(psql: list[str], db: str, text: str) -> str:
+    return subprocess.run([*psql, "-d", db, "-At", "-c", text], check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
 def main() -> int:
     cluster = Cluster(fsync=True).start()
     work = Path(tempfile.mkdtemp(prefix="migrator-bench-"))
-    psql = ["psql", "-q", "-X", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", str(cluster.port), "-U", "postgres"]
+    psql = psql_for(cluster)
     env = {**os.environ, "MIGRATOR_STATE_URL": f"sqlite:///{work}/state.db", "MIGRATOR_DATA_DIR": str(work)}
-
-    def sql(db: str, text: str) -> None:
-        subprocess.run([*psql, "-d", db, "-c", text], check=True, stdout=subprocess.DEVNULL)
-
-    def value(db: str, text: str) -> str:
-        return subprocess.run([*psql, "-d", db, "-At", "-c", text], check=True, capture_output=True,
-                              text=True).stdout.strip()
+    sql, value = partial(run_sql, psql), partial(query_value, psql)
 
     content = "SELECT count(*) || ':' || sum(hashtext(u::text)) FROM users u"
 
