@@ -25,18 +25,18 @@ and needs the new one plus the 5.5M hashes it moves (measured over 10M distinct 
 duplicate: with 64 bits the chance is about n²/2^65 — 3·10⁻⁶ over 10M distinct keys.
 
 pyarrow has no public hash kernel, so `_hash_keys` builds one from its arithmetic kernels (see
-there). Everything is vectorized but three loops: writing each new key's hash into the table
-(no Arrow kernel writes into existing memory), hashing keys longer than 64 bytes (blake2b), and
-the rows a policy rejects or fixes.
+there). Everything is vectorized but two loops: hashing keys longer than 64 bytes (blake2b),
+and the rows a policy rejects or fixes. New hashes are written into the table by numpy's fancy
+indexing (no Arrow kernel writes into existing memory).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Literal, cast
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -344,8 +344,8 @@ class HashSet:
     full — 8 bytes a slot, so 12.3 to 24.6 bytes a hash.
 
     Lookups are vectorized: one `take` round per probe step, over the hashes still probing. New
-    hashes are written through a memoryview, a batch's at once (no Arrow kernel writes into
-    existing memory — this loop is the step's only per-row Python); a vectorized check then finds
+    hashes are written a batch's at once by numpy (`table[slots] = hashes`: no Arrow kernel
+    writes into existing memory); a vectorized check then finds
     those that lost their slot to another hash of the batch, and they probe on. Growing is
     vectorized: the hashes, radix-sorted by first slot, go to `slot_i = max(first_i,
     slot_(i-1) + 1)` — the table linear probing would build — laid out a region at a time."""
@@ -358,6 +358,7 @@ class HashSet:
         self._bits = bits
         self._memory = bytearray(8 << bits)
         self._slots = memoryview(self._memory).cast("Q")
+        self._array = np.frombuffer(self._memory, np.uint64)
         self._view = pa.Array.from_buffers(_U64, 1 << bits, [None, pa.py_buffer(self._memory)])
 
     def __len__(self) -> int:
@@ -388,7 +389,7 @@ class HashSet:
         `reserve` for them, with no insert in between)."""
         if not len(hashes):
             return
-        deque(map(self._slots.__setitem__, _values(slots), _values(hashes)), maxlen=0)
+        self._array[np.frombuffer(_values(slots), np.uint64)] = np.frombuffer(_values(hashes), np.uint64)
         self._count += len(hashes)
         lost = pc.not_equal(self._view.take(slots), hashes)  # to another hash wanting the same slot
         if pc.any(lost).as_py():
@@ -413,7 +414,7 @@ class HashSet:
         old = self._view
         parts = [part.filter(pc.not_equal(part, _ZERO))
                  for part in (old.slice(i, _REGION) for i in range(0, len(old), _REGION))]
-        del old, self._view, self._slots, self._memory  # the old table goes before the new one comes
+        del old, self._view, self._slots, self._array, self._memory  # the old table goes before the new one comes
         hashes = pa.concat_arrays(parts)
         del parts
         for low in range(64 - bits, 64, _DIGIT):  # LSD radix sort by first slot: stable counting sorts
