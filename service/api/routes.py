@@ -16,7 +16,7 @@ from service.api.metrics import CONTENT_TYPE
 from service.api.openapi import document
 from service.api.websocket import log_json, serve_client
 from service.core.errors import InvalidInput, NotFound, WrongState
-from service.quality.rejects import reject_json, rejects_csv
+from service.quality.rejects import reject_json, rejects_csv, rows_csv
 from service.runs.manager import RunManager
 from service.store.base import MigrationRecord
 
@@ -150,10 +150,22 @@ async def rejects(request: web.Request) -> web.Response:
     limit = int_query(request, "limit", 10_000, 1, 1_000_000)
     manager = request.app[MANAGER]
     record = await manager.record(_id(request))
+    layout = request.query.get("layout")
+    if layout not in (None, "rows", "summary"):
+        raise InvalidInput(f"query parameter 'layout' must be rows or summary, not {layout!r}",
+                           details={"field": "layout"})
     found = await manager.store.rejects(record.id, table=request.query.get("table") or None, limit=limit or 10_000)
     if fmt == "csv":
-        return web.Response(text=rejects_csv(found), content_type="text/csv",
-                            headers={"Content-Disposition": f'attachment; filename="rejects-{record.id}.csv"'})
+        tables = sorted({r.table for r in found})
+        if layout == "rows" and len(tables) > 1:
+            raise InvalidInput(f"the rejects are of {len(tables)} tables ({', '.join(tables)}): the rows layout "
+                               "needs one — add table=…", details={"field": "table"})
+        if layout == "summary" or len(tables) > 1:
+            text, name = rejects_csv(found), f"rejects-{record.id}.csv"
+        else:  # one table: the rejected rows themselves, loadable again once corrected
+            text, name = rows_csv(found), f"{tables[0] if tables else 'rejects'}.csv"
+        return web.Response(text=text, content_type="text/csv",
+                            headers={"Content-Disposition": f'attachment; filename="{name}"'})
     rows = [reject_json(r) for r in found]
     return ok({"migrationId": record.id, "count": len(rows), "rejects": rows})
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import re
 import signal
 import sys
 import time
@@ -20,12 +21,13 @@ from pathlib import Path
 
 from rich.console import Console
 
+from service.core.batch import Reject
 from service.core.errors import InvalidInput, MigratorError
 from service.core.settings import Settings, load_settings
-from service.quality.rejects import rejects_csv
+from service.quality.rejects import rows_csv
 from service.runs.migration import Endpoints, Migration, create_or_resume, resolve
 from service.runs.spec import MigrationSpec
-from service.store import open_state_store
+from service.store import StateStore, open_state_store
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -49,8 +51,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="apply the spec's transforms, rules and dedupe to a sample of each table and report "
                           "what would fail; write nothing")
     run.add_argument("--sample", type=int, default=1000, help="rows per table for --dry-run (default 1000)")
-    run.add_argument("--rejects", type=Path, metavar="FILE",
-                     help="write the rejected rows (with the reason) to FILE as CSV when the run ends")
+    run.add_argument("--rejects", type=Path, metavar="DIR",
+                     help="when the run ends, write each table's rejected rows, whole, to DIR/<table>.csv with "
+                          "a _migrator_error column; corrected, DIR loads again as a CSV source")
     demo = sub.add_parser("demo", help="write demo CSV data (users, products, orders) into the data folder")
     demo.add_argument("--folder", type=Path, help="where to write (default: $MIGRATOR_DATA_DIR/demo)")
     serve = sub.add_parser("serve", help="start the HTTP service (default)")
@@ -127,12 +130,33 @@ async def _run(args: argparse.Namespace, settings: Settings, console: Console) -
             loop.remove_signal_handler(signal.SIGTERM)
             console.print(summary_table(migration, time.monotonic() - started))
             if args.rejects is not None:
-                found = await store.rejects(record.id, limit=10_000_000)
-                args.rejects.write_text(rejects_csv(found))
-                console.print(f"{len(found)} rejected row(s) written to {args.rejects}", soft_wrap=True)
+                await _write_rejects(store, record.id, args.rejects, console)
         return 0
     finally:
         await store.close()
+
+
+_UNSAFE = re.compile(r"[^\w.-]")
+
+
+async def _write_rejects(store: StateStore, migration_id: str, folder: Path, console: Console) -> None:
+    """Each table's rejected rows to `folder`/<table>.csv (the rows layout of service.quality.rejects)."""
+    if folder.exists() and not folder.is_dir():
+        console.print(f"--rejects {folder}: not a folder; the rejected rows are not written", soft_wrap=True)
+        return
+    found = await store.rejects(migration_id, limit=10_000_000)
+    tables: dict[str, list[Reject]] = {}
+    for r in found:
+        tables.setdefault(r.table, []).append(r)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for table, rejects in tables.items():
+        name = _UNSAFE.sub("_", table).lstrip(".") or "table"  # a file in the folder, never outside it
+        path = folder / f"{name}.csv"
+        path.write_text(rows_csv(rejects))
+        written.append(str(path))
+    where = ", ".join(written) or f"nothing to write to {folder}"
+    console.print(f"{len(found)} rejected row(s): {where}", soft_wrap=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,6 +29,11 @@ class NativePayload:
     parts: list[bytes]
 
 
+# The reason column of a rejects file (service.quality.rejects): a CSV source never loads it, so
+# that a corrected rejects file loads again as it is.
+REJECT_ERROR_COLUMN = "_migrator_error"
+
+
 @dataclass(frozen=True)
 class Reject:
     """A row that was not loaded, and why. `row` is the 1-based row number in the source's read
@@ -41,6 +46,18 @@ class Reject:
     value: str | None
     rule: str
     message: str
+    # The whole row as read from the source, each value as its CSV text (None: NULL), when the
+    # run still had it: what a rejects file needs to load the row again once corrected.
+    record: dict[str, str | None] | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class SourceRows:
+    """A batch's rows as read, with their source row numbers (None: first_row, first_row + 1, …)."""
+
+    data: pa.RecordBatch
+    first_row: int
+    numbers: pa.Array | None = None
 
 
 @dataclass
@@ -62,6 +79,13 @@ class Batch:
     # The source row number of each row of an Arrow `data`, once quality steps removed rows
     # (None: the rows are first_row, first_row + 1, …).
     numbers: pa.Array | None = None
+    # The rows as the source read them (before transforms), kept for the rejects' records until
+    # the batch is committed; None for native payloads.
+    source: SourceRows | None = None
+
+    def number(self, i: int) -> int:
+        """The source row number of row `i` of `data`."""
+        return self.first_row + i if self.numbers is None else int(self.numbers[i].as_py())
 
     @property
     def rows(self) -> int:

@@ -76,7 +76,7 @@ class ConformStage:
 
     def conform(self, batch: Batch) -> Batch:
         assert isinstance(batch.data, pa.RecordBatch)
-        rows = self.step(Rows.of(batch.table, batch.data, batch.first_row, self.source.key))
+        rows = self.step(Rows.of(batch.table, batch.data, batch.first_row, self.source.key, batch.numbers))
         return replace(batch, data=rows.data, rejects=[*batch.rejects, *rows.rejects], numbers=rows.numbers)
 
     def step(self, rows: Rows) -> Rows:

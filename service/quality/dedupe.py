@@ -15,6 +15,9 @@ What each policy can promise in one pass, where a row already handed on cannot b
   that an earlier batch let through stays (it cannot be recalled).
 - `fix`: later copies are kept, the key's first string column suffixed `-2`, `-3`, … (the copy's
   number for that key; a number is skipped when the suffixed key is taken already).
+With `againstTarget: true` the step first learns the keys already in the target table (the run
+reads them once, before the table's first batch), so a row whose key is there is a duplicate too;
+after a resume, that includes the keys this run committed before it stopped.
 A reject has rule `duplicate`, the key's columns as column (`a,b` for several), the key as value
 (its values joined by `,`) and the message `Duplicate key in {table}.{columns}: {value}`.
 
@@ -41,17 +44,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from service.core.errors import InvalidSpec
-from service.quality.rows import Rows, Step, flags
+from service.quality.rows import Rows, flags
 
 Keep = Literal["first", "last", "reject", "fix"]
 KEEP: tuple[Keep, ...] = ("first", "last", "reject", "fix")
-_OPTIONS = ("key", "keep")
+_OPTIONS = ("key", "keep", "againstTarget")
 _RULE = "duplicate"
 
 
-def compile_dedupe(table: str, spec: Mapping[str, object] | None, *, expected_keys: int = 0) -> Step | None:
+def compile_dedupe(table: str, spec: Mapping[str, object] | None, *, expected_keys: int = 0) -> Dedupe | None:
     """The step that finds duplicate keys in `table` (the spec's `dedupe.<table>` entry:
-    `{key: [column, …], keep: first | last | reject | fix}`), or None when there is no entry.
+    `{key: [column, …], keep: first | last | reject | fix, againstTarget: false}`), or None when
+    there is no entry.
 
     Raises InvalidSpec listing every problem of the entry at once; key columns the data does not
     have (or that cannot be a key) are raised, as InvalidSpec too, by the step at the first batch.
@@ -67,9 +71,12 @@ def compile_dedupe(table: str, spec: Mapping[str, object] | None, *, expected_ke
     keep = spec.get("keep", "first")
     if keep not in KEEP:
         problems.append(f"{path}.keep must be one of {', '.join(KEEP)}, not {keep!r}")
+    against = spec.get("againstTarget", False)
+    if not isinstance(against, bool):
+        problems.append(f"{path}.againstTarget must be true or false, not {against!r}")
     if problems:
         raise InvalidSpec(problems)
-    return Dedupe(table, key, cast(Keep, keep), expected_keys=expected_keys)
+    return Dedupe(table, key, cast(Keep, keep), expected_keys=expected_keys, against_target=bool(against))
 
 
 def _key_columns(raw: object, path: str, problems: list[str]) -> tuple[str, ...]:
@@ -93,10 +100,13 @@ class Dedupe:
     """One table's duplicate detection as a quality step (`Rows -> Rows`); the module's doc says
     what each `keep` policy guarantees."""
 
-    def __init__(self, table: str, key: Sequence[str], keep: Keep = "first", *, expected_keys: int = 0) -> None:
+    def __init__(self, table: str, key: Sequence[str], keep: Keep = "first", *, expected_keys: int = 0,
+                 against_target: bool = False) -> None:
         """`expected_keys` (e.g. the source's row count, if known) sizes the table up front, which
-        saves growing it — at most 2^24 slots (128 MiB) that way; it grows beyond as needed."""
+        saves growing it — at most 2^24 slots (128 MiB) that way; it grows beyond as needed.
+        `against_target`: the run seeds the step with the keys already in the target (`seed`)."""
         self.table = table
+        self.against_target = against_target
         self.key = tuple(key)
         self.keep: Keep = keep
         self.columns = ",".join(self.key)
@@ -110,6 +120,18 @@ class Dedupe:
     def distinct_keys(self) -> int:
         """How many different keys the step has let through."""
         return len(self._seen)
+
+    def seed(self, data: pa.RecordBatch, where: str) -> None:
+        """Remember the keys of rows already in the target (`where` names it in errors): a row of
+        the run with one of them is a duplicate, whatever the policy (those rows stay)."""
+        missing = [k for k in self.key if k not in data.schema.names]
+        if missing:
+            raise InvalidSpec([f"dedupe.{self.table}.againstTarget: {where} has no column "
+                               f"{', '.join(map(repr, missing))} (it has {', '.join(data.schema.names)})"])
+        hashes = _hash_keys([data.column(k) for k in self.key])
+        hashes = pc.unique(hashes.drop_null() if hashes.null_count else hashes)
+        if len(hashes):
+            self._seen.add(hashes)
 
     def __call__(self, rows: Rows) -> Rows:
         self._check(rows.data.schema)
@@ -273,10 +295,15 @@ def _hash_bytes(values: pa.Array) -> pa.Array:
     assert padded.offset == 0
     data = pa.Array.from_buffers(_U64, n * words, [None, padded.buffers()[2]])
     acc = pc.multiply(pc.cast(lengths, _U64), _GOLDEN)
+    # A value's own words only: the padding up to the batch's longest value must not change its
+    # hash (else one key would hash differently in batches of different longest values).
+    own = pc.divide(pc.add(lengths, 7), 8)
+    shortest = pc.min(own).as_py() or 0
     for j in range(words):
         word = data if words == 1 else data.take(pc.add(pc.multiply(_arange(n), words), j))
-        acc = pc.multiply(pc.bit_wise_xor(acc, word), _C1)
-        acc = pc.bit_wise_xor(acc, pc.shift_right(acc, _S32))
+        step = pc.multiply(pc.bit_wise_xor(acc, word), _C1)
+        step = pc.bit_wise_xor(step, pc.shift_right(step, _S32))
+        acc = step if j < shortest else pc.if_else(pc.greater(own, j), step, acc)
     h = _mix(acc)
     if long is not None:
         digests = [int.from_bytes(hashlib.blake2b(t, digest_size=8).digest(), "little") for t in texts]

@@ -27,8 +27,11 @@ class Rows:
     rejects: tuple[Reject, ...] = field(default=())
 
     @classmethod
-    def of(cls, table: str, data: pa.RecordBatch, first_row: int, key: Sequence[str] = ()) -> Rows:
-        numbers = pa.array(range(first_row, first_row + data.num_rows), pa.int64())
+    def of(cls, table: str, data: pa.RecordBatch, first_row: int, key: Sequence[str] = (),
+           numbers: pa.Array | None = None) -> Rows:
+        """`numbers`: each row's source row number, when they are not first_row, first_row + 1, …"""
+        if numbers is None:
+            numbers = pa.array(range(first_row, first_row + data.num_rows), pa.int64())
         return cls(table, data, numbers, tuple(key))
 
     def with_data(self, data: pa.RecordBatch) -> Rows:

@@ -10,10 +10,10 @@ from dataclasses import dataclass, field, replace
 
 import pyarrow as pa
 
-from service.core.batch import Batch, NativePayload, Reject
+from service.core.batch import Batch, NativePayload, Reject, SourceRows
 from service.core.schema import Column, TableSchema
 from service.quality.conform import ConformStage
-from service.quality.dedupe import compile_dedupe
+from service.quality.dedupe import Dedupe, compile_dedupe
 from service.quality.rows import Rows, Step
 from service.quality.rules import RuleStep, compile_rules
 from service.quality.transforms import compile_transforms
@@ -27,6 +27,7 @@ class TableQuality:
     steps: list[Step]
     schema: TableSchema
     rules: RuleStep | None = None  # the rule step, whose `warnings` the run logs
+    dedupe: Dedupe | None = None  # the duplicate detection, which the run may seed with the target's keys
     warnings: list[Reject] = field(default_factory=list)
 
     @classmethod
@@ -45,7 +46,7 @@ class TableQuality:
         dedup = compile_dedupe(table, _mapping(dedupe.get(table)), expected_keys=expected_rows)
         if dedup is not None:
             steps.append(dedup)
-        return cls(steps, schema, checks)
+        return cls(steps, schema, checks, dedup)
 
     def take_warnings(self) -> list[Reject]:
         """Rows kept despite a rule (`action: warn` or `fix`) since the last call."""
@@ -64,13 +65,15 @@ class QualityStage:
     async def __call__(self, batch: Batch) -> Batch:
         if isinstance(batch.data, NativePayload):
             return batch  # pass-through is chosen only when no step applies
+        # The rows as read stay with the batch until it is committed: a reject's record comes from them.
+        batch = replace(batch, source=SourceRows(batch.data, batch.first_row, batch.numbers))
         if not self.quality.steps:
             return await self.conform(batch)
         return await asyncio.to_thread(self._run, batch)
 
     def _run(self, batch: Batch) -> Batch:
         assert isinstance(batch.data, pa.RecordBatch)
-        rows = Rows.of(batch.table, batch.data, batch.first_row, self.quality.schema.key)
+        rows = Rows.of(batch.table, batch.data, batch.first_row, self.quality.schema.key, batch.numbers)
         for step in (*self.quality.steps, self.conform.step):
             rows = step(rows)
         return replace(batch, data=rows.data, rejects=[*batch.rejects, *rows.rejects], numbers=rows.numbers)

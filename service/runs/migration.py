@@ -27,6 +27,8 @@ from service.pipeline.gate import Gate
 from service.pipeline.pipeline import PipelineConfig, Stage, first_cause, run_table
 from service.pipeline.progress import InFlight, TableProgress, TableStatus
 from service.quality.conform import ConformStage
+from service.quality.dedupe import Dedupe
+from service.quality.rejects import with_records
 from service.quality.stage import QualityStage, TableQuality
 from service.runs.events import (
     BatchCommitted,
@@ -241,6 +243,12 @@ class Migration:
         raise RejectLimit(f"{failed} rows rejected, more than {limit}; the run stops. Its checkpoint is kept: "
                           "fix the data or the rules and resume (GET /api/migrations/rejects lists them)")
 
+    async def _seed_dedupe(self, dedupe: Dedupe, target: str) -> None:
+        started = time.monotonic()
+        rows = await _read_target_keys(self.endpoints.target, self.spec, dedupe, target)
+        await self._log("INFO", f"Dedupe: {dedupe.distinct_keys} distinct keys ({dedupe.columns}) of {rows} rows "
+                                f"already in {target}, read in {time.monotonic() - started:.1f} s", table=dedupe.table)
+
     def _quality(self, schema: TableSchema) -> TableQuality:
         spec = self.spec
         progress = self.tables.get(schema.name)
@@ -262,6 +270,8 @@ class Migration:
                                         if c not in pinned})
             quality = self._quality(schema)
         try:
+            if quality.dedupe is not None and quality.dedupe.against_target and not writer.created:
+                await self._seed_dedupe(quality.dedupe, target)
             stored = await self.store.load_checkpoint(self.id, schema.name)
             start = await writer.reconcile(stored)
             if stored is not None and start is None:
@@ -285,6 +295,7 @@ class Migration:
             async def on_commit(batch: Batch, checkpoint: Checkpoint) -> None:
                 # One state-store transaction per batch: we hold the commit turn meanwhile.
                 n, at = checkpoint.batches, now()
+                batch.rejects = with_records(batch)
                 entries = [LogEntry(at, "INFO", f"Batch {n}: {batch.rows} records migrated", table=schema.name,
                                     batch=n)]
                 entries += [_reject_entry(at, "WARNING", r, n) for r in quality.take_warnings()[:MAX_REJECT_LOGS_PER_BATCH]]
@@ -328,6 +339,22 @@ class Migration:
         self._emit(TableFinished(self.id, progress))
 
 
+async def _read_target_keys(endpoint: EndpointUrl, spec: MigrationSpec, dedupe: Dedupe, target: str) -> int:
+    """Seed `dedupe` with the keys of the rows already in table `target` of the target, read
+    through the target kind's own source connector; returns how many rows were read."""
+    reader = open_source(endpoint, timeout=spec.timeout, csv=spec.csv, mongo=spec.mongo)
+    rows = 0
+    try:
+        schema = await reader.describe(target)
+        async for batch in reader.read(schema, after=None, start_row=1, batch_size=spec.batch_size, native=None):
+            if isinstance(batch.data, pa.RecordBatch) and batch.data.num_rows:
+                await asyncio.to_thread(dedupe.seed, batch.data, f"target table {target}")
+                rows += batch.data.num_rows
+    finally:
+        await reader.close()
+    return rows
+
+
 def _reject_entry(at: str, level: str, r: Reject, batch: int) -> LogEntry:
     """The log entry of a rejected (ERROR) or kept-but-flagged (WARNING) row: the seed's
     `{message, recordId, value, error}`, the message naming table.column."""
@@ -361,8 +388,8 @@ def _with_policy(stage: Stage, spec: MigrationSpec) -> Stage:
         first = out.rejects[0]
         if spec.on_error == "stop":
             raise InvalidInput(f"row {first.row} of {first.table} was rejected ({first.message}) and onError is stop")
-        skipped = [Reject(batch.table, None, None, None, None, "skip_batch", f"batch skipped: {first.message}")
-                   for _ in range(out.rows)]
+        skipped = [Reject(batch.table, out.number(i), None, None, None, "skip_batch", f"batch skipped: {first.message}")
+                   for i in range(out.rows)]
         data = out.data.slice(0, 0) if isinstance(out.data, pa.RecordBatch) else out.data
         return replace(out, data=data, rejects=[*out.rejects, *skipped])
 

@@ -83,8 +83,10 @@ CREATE TABLE IF NOT EXISTS {SCHEMA}.rejects (
   column_name text,
   value text,
   rule text NOT NULL,
-  message text NOT NULL
+  message text NOT NULL,
+  record text
 );
+ALTER TABLE {SCHEMA}.rejects ADD COLUMN IF NOT EXISTS record text;
 CREATE INDEX IF NOT EXISTS rejects_migration ON {SCHEMA}.rejects (migration_id, table_name, id);
 """
 
@@ -106,7 +108,7 @@ _SAVE_CHECKPOINT = f"""
 UPDATE {SCHEMA}.tables SET position = $3, rows_written = $4, rows_failed = $5, batches = $6, sink_state = $7
  WHERE migration_id = $1 AND table_name = $2"""
 _INSERT_REJECT = (f"INSERT INTO {SCHEMA}.rejects (migration_id, {stored.REJECT_COLUMNS})"
-                  " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
+                  " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
 _INSERT_LOG = f"INSERT INTO {SCHEMA}.logs (migration_id, {stored.LOG_FIELDS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
 # Optional filters are NULL parameters, so each query is one prepared statement whatever is asked.
 _SELECT_LOGS = f"""

@@ -20,7 +20,7 @@ TABLE_COLUMNS = "table_name, target, status, total, position, rows_written, rows
 CHECKPOINT_COLUMNS = "position, rows_written, rows_failed, batches, sink_state"
 LOG_FIELDS = "timestamp, level, message, table_name, batch, record_id, value, error"
 LOG_COLUMNS = f"id, {LOG_FIELDS}"
-REJECT_COLUMNS = "table_name, row, key, column_name, value, rule, message"
+REJECT_COLUMNS = "table_name, row, key, column_name, value, rule, message, record"
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
@@ -49,7 +49,8 @@ def log_values(migration_id: str, e: LogEntry) -> tuple[object, ...]:
 
 def reject_values(migration_id: str, r: Reject) -> tuple[object, ...]:
     """`migration_id` and REJECT_COLUMNS of a reject, to insert."""
-    return (migration_id, r.table, r.row, r.key, r.column, r.value, r.rule, r.message)
+    return (migration_id, r.table, r.row, r.key, r.column, r.value, r.rule, r.message,
+            None if r.record is None else to_json(r.record))
 
 
 def migration_record(r: Sequence[object]) -> MigrationRecord:
@@ -85,7 +86,8 @@ def log_entry(r: Sequence[object]) -> LogEntry:
 def reject(r: Sequence[object]) -> Reject:
     """A row of REJECT_COLUMNS."""
     return Reject(table=str(r[0]), row=None if r[1] is None else _int(r[1]), key=_text(r[2]), column=_text(r[3]),
-                  value=_text(r[4]), rule=str(r[5]), message=str(r[6]))
+                  value=_text(r[4]), rule=str(r[5]), message=str(r[6]),
+                  record=None if r[7] is None else orjson.loads(str(r[7])))
 
 
 def _text(v: object) -> str | None:

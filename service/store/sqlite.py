@@ -34,7 +34,7 @@ CREATE TABLE IF NOT EXISTS logs (
 CREATE INDEX IF NOT EXISTS logs_migration ON logs (migration_id, id);
 CREATE TABLE IF NOT EXISTS rejects (
   id INTEGER PRIMARY KEY AUTOINCREMENT, migration_id TEXT NOT NULL, table_name TEXT NOT NULL,
-  row INTEGER, key TEXT, column_name TEXT, value TEXT, rule TEXT NOT NULL, message TEXT NOT NULL);
+  row INTEGER, key TEXT, column_name TEXT, value TEXT, rule TEXT NOT NULL, message TEXT NOT NULL, record TEXT);
 CREATE INDEX IF NOT EXISTS rejects_migration ON rejects (migration_id, table_name, id);
 """
 
@@ -48,6 +48,8 @@ class SqliteStateStore:
     async def open(self) -> SqliteStateStore:
         def setup(c: sqlite3.Connection) -> None:
             c.executescript(_SCHEMA)
+            if "record" not in {r[1] for r in c.execute("PRAGMA table_info(rejects)")}:  # a store from before it
+                c.execute("ALTER TABLE rejects ADD COLUMN record TEXT")
             os.chmod(self.path, 0o600)
 
         await self.db.run(setup)
@@ -128,7 +130,7 @@ class SqliteStateStore:
                      checkpoint.batches, checkpoint.sink_state, migration_id, table))
                 if rejects:
                     c.executemany(
-                        f"INSERT INTO rejects (migration_id, {stored.REJECT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)",
+                        f"INSERT INTO rejects (migration_id, {stored.REJECT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)",
                         [stored.reject_values(migration_id, r) for r in rejects])
                 _insert_logs(c, migration_id, logs)
         await self.db.run(save)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.support.api import Api
-from tests.support.users import SPEC, write_users
+from tests.support.users import HEADER, SPEC, write_users
 
 
 async def test_a_plan_with_a_sample_reports_what_would_fail_and_writes_nothing(
@@ -32,9 +32,16 @@ async def test_rejects_are_listed_as_json_and_downloaded_as_csv(api: Api, data_d
     assert {r["rule"] for r in listed["rejects"]} == {"format", "max", "required", "duplicate", "dateFormat", "enum"}
     assert all({"table", "row", "key", "column", "value", "rule", "message"} <= r.keys() for r in listed["rejects"])
 
-    text = await api.get("/api/migrations/rejects?format=csv")
+    assert all(set(r["record"]) == set(HEADER) for r in listed["rejects"])  # the whole source row
+
+    text = await api.get("/api/migrations/rejects?format=csv")  # one table: its rejected rows
     lines = text.strip().splitlines()
+    assert lines[0] == ",".join(f'"{h}"' for h in (*HEADER, "_migrator_error")) and len(lines) == 7
+    summary_csv = await api.get("/api/migrations/rejects?format=csv&layout=summary")
+    lines = summary_csv.strip().splitlines()
     assert lines[0] == "table,row,key,column,value,rule,error" and len(lines) == 7
+    bad = await api.get("/api/migrations/rejects?format=csv&layout=wide", status=400)
+    assert "layout" in bad["error"]["message"]
 
     errors = await api.get("/api/migrations/log?level=error")
     duplicate = next(e for e in errors if "Duplicate key in users.email" in e["message"])

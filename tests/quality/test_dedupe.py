@@ -56,7 +56,7 @@ def test_every_problem_of_an_entry_is_listed_at_once_with_its_path() -> None:
     found = problems({"key": ["email", 3, "email"], "keep": "newest", "by": "id"})
 
     assert found == [
-        "dedupe.users.by is not an option of dedupe (use key or keep)",
+        "dedupe.users.by is not an option of dedupe (use key or keep or againstTarget)",
         "dedupe.users.key[1] must be a column name, not 3",
         "dedupe.users.key names column 'email' twice",
         "dedupe.users.keep must be one of first, last, reject, fix, not 'newest'",
@@ -212,6 +212,36 @@ def test_over_many_batches_exactly_the_later_copies_are_rejected() -> None:
         seen.add(email)
     assert rejected == expected
     assert len(kept) == len(seen)
+
+
+def test_a_key_is_the_same_key_in_batches_whose_longest_values_differ() -> None:
+    step = dedupe()
+    step(batch(1, id=[1, 2], email=["a@x.org", "a-much-longer-address@example.org"]))
+
+    out = step(batch(3, id=[3, 4], email=["a@x.org", "b"]))
+
+    assert why(out) == [(3, "3", "email", "a@x.org", "duplicate")]
+
+
+def test_over_many_batches_of_keys_of_every_length_exactly_the_later_copies_are_rejected() -> None:
+    rng = random.Random(7)
+    pool = ["x" * rng.randrange(0, 90) + str(i) for i in range(3_000)]  # 1 to 93 bytes: short, long, hashed
+    emails = [rng.choice(pool) for _ in range(8_000)]
+    step = dedupe()
+    rejected: list[int | None] = []
+    start = 0
+    while start < len(emails):  # batches of random sizes, so of random longest values
+        part = emails[start:start + rng.randrange(1, 400)]
+        rejected += [r.row for r in step(batch(start + 1, id=list(range(start + 1, start + 1 + len(part))),
+                                               email=part)).rejects]
+        start += len(part)
+    seen: set[str] = set()
+    expected = []
+    for row, email in enumerate(emails, 1):
+        if email in seen:
+            expected.append(row)
+        seen.add(email)
+    assert rejected == expected
 
 
 def test_a_step_sized_up_front_finds_the_same_copies() -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import codecs
 import csv
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from service.connectors.csv.dialect import CsvOptions
-from service.core.batch import Reject
+from service.core.batch import REJECT_ERROR_COLUMN, Reject
 from service.core.errors import EndpointError, UnknownTable
 
 CHUNK = 4 << 20
@@ -85,6 +85,11 @@ class CsvFile:
     def names(self) -> list[str]:
         assert self._names is not None, "open() first"
         return self._names
+
+    @property
+    def columns(self) -> list[str]:
+        """The columns that are loaded: all but a rejects file's reason column."""
+        return [n for n in self.names if n != REJECT_ERROR_COLUMN]
 
     @property
     def data_start(self) -> int:
@@ -160,10 +165,20 @@ class CsvFile:
             return "skip"
 
         data = pa.py_buffer(block) if self.options.is_utf8 else self._decode(bytes(block)).encode()
+        table = self._read(data, types, on_invalid, threads=True)
+        if rejects and any(r.row is None for r in rejects):
+            # Arrow numbers invalid rows only when it parses in one thread: read this block again so.
+            rejects.clear()
+            table = self._read(data, types, on_invalid, threads=False)
+        return table, rejects
+
+    def _read(self, data: pa.Buffer, types: dict[str, pa.DataType] | None,
+              on_invalid: Callable[[pacsv.InvalidRow], str], *, threads: bool) -> pa.Table:
         o = self.options
-        table = pacsv.read_csv(
+        return pacsv.read_csv(
             pa.BufferReader(data),
-            read_options=pacsv.ReadOptions(column_names=self.names, use_threads=True, block_size=max(1 << 20, len(data) + 1)),
+            read_options=pacsv.ReadOptions(column_names=self.names, use_threads=threads,
+                                           block_size=max(1 << 20, len(data) + 1)),
             parse_options=pacsv.ParseOptions(
                 delimiter=o.delimiter,
                 quote_char=o.quote if o.quote else False,
@@ -178,6 +193,6 @@ class CsvFile:
                 quoted_strings_can_be_null=False,
                 true_values=list(o.true_values),
                 false_values=list(o.false_values),
+                include_columns=self.columns,
             ),
         )
-        return table, rejects

@@ -46,7 +46,7 @@ class CsvSource:
         f = self._file(table)
         await f.open()
         overrides = dict(self.options.types.get(table, {}))
-        unknown = [c for c in overrides if c not in f.names]
+        unknown = [c for c in overrides if c not in f.columns]
         if unknown:
             raise UnknownTable(f"csv.types.{table} names column(s) {', '.join(unknown)} not in {f.path.name}")
         inferred: dict[str, pa.DataType] = {}
@@ -55,10 +55,10 @@ class CsvSource:
             head = _head(first, self.options.sample_rows)
             head = head[: f.last_row_end(head)] or first
             sample, _ = await asyncio.to_thread(f.parse, head, None, 1)
-            inferred = {name: _normalise(sample.schema.field(name).type) for name in f.names}
+            inferred = {name: _normalise(sample.schema.field(name).type) for name in f.columns}
             break
         cols = tuple(
-            Column(name, overrides.get(name, inferred.get(name, pa.string())), True, None) for name in f.names
+            Column(name, overrides.get(name, inferred.get(name, pa.string())), True, None) for name in f.columns
         )
         return TableSchema(name=table, columns=cols, key=(), native_kind=self.kind)
 
@@ -67,7 +67,7 @@ class CsvSource:
         f = self._file(table)
         await f.open()
         size = f.path.stat().st_size - f.data_start
-        as_text = dict.fromkeys(f.names, pa.string())
+        as_text = dict.fromkeys(f.columns, pa.string())
         n = 0
         async with contextlib.aclosing(f.blocks(None)) as blocks:
             async for block in blocks:
@@ -93,7 +93,7 @@ class CsvSource:
     ) -> AsyncGenerator[Batch, None]:
         f = self._file(schema.name)
         await f.open()
-        if f.names != schema.column_names:
+        if f.columns != schema.column_names:
             raise EndpointError(f"the columns of {f.path.name} changed since the plan was made")
         types = {c.name: c.type for c in schema.columns}
         # Position: [byte offset of a block, rows of it already taken].
@@ -101,7 +101,8 @@ class CsvSource:
         seq, row = 0, start_row
         async with contextlib.aclosing(f.blocks(block_at)) as blocks:
             async for block in blocks:
-                table, rejects = await asyncio.to_thread(_parse_typed, f, block.data, types, row)
+                # Rows are numbered from the block's first row (the `skip` rows before a resume included).
+                table, rejects = await asyncio.to_thread(_parse_typed, f, block.data, types, row - skip)
                 for batch in _split(schema, block, table, rejects, batch_size, skip, seq, row):
                     yield batch
                     seq, row = seq + 1, row + batch.rows_read
@@ -117,6 +118,7 @@ def _split(schema: TableSchema, block: Block, table: pa.Table, rejects: list[Rej
     A batch's position is [block start, rows of the block taken]; the block's last batch ends at
     [next block start, 0]. Ragged rows of the block travel, as rejects, with its last batch."""
     out: list[Batch] = []
+    numbers = _data_numbers(row - skip, table.num_rows, rejects) if rejects else None
     parts = [b for b in table.to_batches(max_chunksize=batch_size) if b.num_rows]
     if not parts:
         parts = [pa.RecordBatch.from_pylist([], schema=schema.arrow_schema())] if rejects and not skip else []
@@ -130,10 +132,19 @@ def _split(schema: TableSchema, block: Block, table: pa.Table, rejects: list[Rej
         last = i == len(parts) - 1
         mine = rejects if last else []
         upto: Position = [block.end, 0] if last else [block.start, taken]
+        mine_numbers = None if numbers is None else numbers.slice(taken - data.num_rows, data.num_rows)
         out.append(Batch(seq=seq, table=schema.name, upto=upto, first_row=row, data=data,
-                         rows_read=data.num_rows + len(mine), rejects=mine))
+                         rows_read=data.num_rows + len(mine), rejects=mine, numbers=mine_numbers))
         seq, row = seq + 1, row + data.num_rows + len(mine)
     return out
+
+
+def _data_numbers(first: int, rows: int, ragged: list[Reject]) -> pa.Array:
+    """The row numbers of a block's `rows` parsed rows, its first row numbered `first`: the
+    numbers its ragged rows (rejects) do not take."""
+    taken = {r.row for r in ragged}
+    numbers = [n for n in range(first, first + rows + len(ragged)) if n not in taken]
+    return pa.array(numbers[:rows], pa.int64())
 
 
 _BAD_COLUMN = re.compile(r"In CSV column #(\d+)")

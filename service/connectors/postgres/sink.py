@@ -194,7 +194,7 @@ class PostgresTableWriter:
             if column in data.schema.names:
                 cell = data.column(column)[0].as_py()
                 value = None if cell is None else str(cell)[:1000]
-            return [Reject(batch.table, batch.first_row + offset, key, column, value, "target",
+            return [Reject(batch.table, batch.number(offset), key, column, value, "target",
                            f"refused by PostgreSQL: {pgc.server_message(refusal)}")]
         rejects: list[Reject] = []
         mid = data.num_rows // 2
@@ -222,7 +222,7 @@ class PostgresTableWriter:
                                 raise
                             data = batch.data
                             if self.on_refusal == "skip_batch":
-                                refused += [Reject(batch.table, batch.first_row + i, None, None, None, "skip_batch",
+                                refused += [Reject(batch.table, batch.number(i), None, None, None, "skip_batch",
                                                   f"batch skipped: refused by PostgreSQL: {pgc.server_message(exc)}")
                                            for i in range(data.num_rows)]
                             else:
