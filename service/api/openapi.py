@@ -38,7 +38,7 @@ _SPEC = {
 }
 _SUMMARY = {
     "type": "object",
-    "properties": {k: {} for k in ("id", "status", "totalRecords", "migratedCount", "failedCount", "skippedCount",
+    "properties": {k: {} for k in ("id", "status", "totalRecords", "migratedCount", "failedCount", "rejectedCount", "skippedCount", "readCount",
                                    "progress", "duration", "durationSeconds", "startTime", "endTime", "throughput",
                                    "etaSeconds", "tables")},
 }

@@ -274,7 +274,9 @@ class RunManager:
             return run.summary()
         stored = await self.store.tables(record.id)
         entry = self._entries.get(record.id)
-        tables = [TableCounts.stored(t) for t in stored] or _planned(entry.plan if entry else None)
+        skipped = await self.store.count_rejects(record.id, "skip_batch") if stored else {}
+        tables = ([TableCounts.stored(t, skipped.get(t.table, 0)) for t in stored]
+                  or _planned(entry.plan if entry else None))
         return summarize(record, record.status, tables, started_at=record.started_at, ended_at=record.ended_at,
                          error=record.error)
 

@@ -193,6 +193,7 @@ class Migration:
                     stored = await self.store.load_checkpoint(self.id, schema.name)
                     if stored:
                         progress.written, progress.failed = stored.rows_written, stored.rows_failed
+                        progress.skipped = (await self.store.count_rejects(self.id, "skip_batch")).get(schema.name, 0)
                     continue
                 await self._run_table(source, sink, schema)
         except asyncio.CancelledError:
@@ -279,6 +280,7 @@ class Migration:
                                            "checkpoint; starting the table over", table=schema.name)
             progress.written = start.rows_written if start else 0
             progress.failed = start.rows_failed if start else 0
+            progress.skipped = (await self.store.count_rejects(self.id, "skip_batch")).get(schema.name, 0) if start else 0
             progress.batches = start.batches if start else 0
             progress.status = TableStatus.RUNNING
             await self.store.save_table(self.id, schema.name, target, "running", progress.total)

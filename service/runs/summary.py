@@ -25,13 +25,17 @@ class TableCounts:
         return cls(p.table, p.target, p.status.value, p.total, p.written, p.failed, p.skipped)
 
     @classmethod
-    def stored(cls, t: TableState) -> TableCounts:
+    def stored(cls, t: TableState, skipped: int = 0) -> TableCounts:
         cp = t.checkpoint
-        return cls(t.table, t.target, t.status, t.total, cp.rows_written if cp else 0, cp.rows_failed if cp else 0)
+        return cls(t.table, t.target, t.status, t.total, cp.rows_written if cp else 0, cp.rows_failed if cp else 0,
+                   skipped if cp else 0)
 
 
 def summarize(record: MigrationRecord, status: str, tables: Sequence[TableCounts], *,
               started_at: str | None, ended_at: str | None, error: str | None) -> dict[str, object]:
+    """The accounting, per table and in total: readCount = migratedCount + failedCount, and
+    failedCount = rejectedCount (rows a rule, a cast or the target refused) + skippedCount (rows
+    of a batch skipped whole by `onError: skip_batch`)."""
     total = sum(t.total or 0 for t in tables)
     migrated = sum(t.migrated for t in tables)
     failed = sum(t.failed for t in tables)
@@ -49,7 +53,9 @@ def summarize(record: MigrationRecord, status: str, tables: Sequence[TableCounts
         "totalRecords": total,
         "migratedCount": migrated,
         "failedCount": failed,
+        "rejectedCount": failed - skipped,
         "skippedCount": skipped,
+        "readCount": done,
         "progress": _percent(done, total, status),
         "duration": human_duration(seconds),
         "durationSeconds": round(seconds, 3) if seconds is not None else None,
@@ -61,7 +67,8 @@ def summarize(record: MigrationRecord, status: str, tables: Sequence[TableCounts
         "error": error,
         "tables": [
             {"name": t.name, "target": t.target, "status": t.status, "totalRecords": t.total or 0,
-             "migratedCount": t.migrated, "failedCount": t.failed, "skippedCount": t.skipped,
+             "migratedCount": t.migrated, "failedCount": t.failed, "rejectedCount": t.failed - t.skipped,
+             "skippedCount": t.skipped, "readCount": t.migrated + t.failed,
              "progress": _percent(t.migrated + t.failed, t.total or 0, t.status)}
             for t in tables
         ],

@@ -275,6 +275,11 @@ class PostgresStateStore:
     async def rejects(self, migration_id: str, *, table: str | None = None, limit: int = 10_000) -> list[Reject]:
         return [stored.reject(r) for r in await self._fetch(_SELECT_REJECTS, migration_id, table or None, limit)]
 
+    async def count_rejects(self, migration_id: str, rule: str) -> dict[str, int]:
+        rows = await self._fetch(f"SELECT table_name, count(*) FROM {SCHEMA}.rejects"
+                                 " WHERE migration_id = $1 AND rule = $2 GROUP BY table_name", migration_id, rule)
+        return {str(t): int(n) for t, n in rows}
+
     async def close(self) -> None:
         """Close the pool, waiting for queries under way (idempotent)."""
         pool, self._pool = self._pool, None

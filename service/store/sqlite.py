@@ -176,6 +176,12 @@ class SqliteStateStore:
         rows = await self.db.run(lambda c: c.execute(sql, args).fetchall())
         return [stored.reject(r) for r in rows]
 
+    async def count_rejects(self, migration_id: str, rule: str) -> dict[str, int]:
+        rows = await self.db.run(lambda c: c.execute(
+            "SELECT table_name, count(*) FROM rejects WHERE migration_id = ? AND rule = ? GROUP BY table_name",
+            (migration_id, rule)).fetchall())
+        return {str(t): int(n) for t, n in rows}
+
     async def close(self) -> None:
         await self.db.close()
 
