@@ -7,7 +7,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from typing import Literal, Protocol
 
 from service.core.batch import Batch, Checkpoint, NativeFormat, Position, Reject
-from service.core.schema import TableSchema
+from service.core.schema import ForeignKey, TableSchema
 
 # Called by a TableWriter once its batch is ready to commit, with the rows the target refused
 # (now rejects): waits for the batch's turn and returns the checkpoint the commit must record.
@@ -82,8 +82,10 @@ class TableWriter(Protocol):
         remaining rows and the checkpoint together."""
         ...
 
-    async def finish(self) -> None:
-        """All batches are committed: make the result visible/complete (rename, constraints)."""
+    async def finish(self) -> list[str]:
+        """All batches are committed: make the result visible/complete (rename, the key, the
+        source's indexes on a table the run created). Returns warnings for the run's log — an
+        index the data does not allow (e.g. a unique one over duplicates) is one, not an error."""
         ...
 
     async def close(self) -> None: ...
@@ -98,6 +100,14 @@ class Sink(Protocol):
 
     async def open_table(self, source: TableSchema, target_name: str, migration_id: str) -> TableWriter:
         """Find or create the target table for `source` and return its writer."""
+        ...
+
+    async def add_foreign_keys(self, table: str, keys: Sequence[ForeignKey],
+                               migration_id: str) -> list[tuple[str, str]]:
+        """Once every table is loaded: add `keys` (tables and columns named as in the target) to
+        target `table` if migration `migration_id` created it (a table the user made is left as it
+        is). Each is validated; one the rows break (orphans) stays unvalidated. Returns what the
+        run should log, as (level, message) (targets that have no such thing say so)."""
         ...
 
     async def close(self) -> None: ...

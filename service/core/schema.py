@@ -32,6 +32,20 @@ class Index:
 
 
 @dataclass(frozen=True)
+class ForeignKey:
+    """A foreign key of the source: `columns` of this table reference `references` of `table`
+    (a source table name). Recreated, after the load, between tables a run creates."""
+
+    name: str
+    columns: tuple[str, ...]
+    table: str
+    references: tuple[str, ...]  # () when the source leaves them implicit: the parent's key
+    deferrable: bool = False
+    on_delete: str = "NO ACTION"  # NO ACTION | RESTRICT | CASCADE | SET NULL | SET DEFAULT
+    on_update: str = "NO ACTION"
+
+
+@dataclass(frozen=True)
 class TableSchema:
     """A table as read from a source. `key` orders the rows for resumable reading (may be empty
     when the source reads in physical order, e.g. a CSV file by byte offset)."""
@@ -42,6 +56,7 @@ class TableSchema:
     native_kind: str | None = None
     notes: tuple[str, ...] = field(default=())
     indexes: tuple[Index, ...] = field(default=())
+    foreign_keys: tuple[ForeignKey, ...] = field(default=())
 
     @property
     def column_names(self) -> list[str]:

@@ -26,6 +26,7 @@ from service.core.urls import EndpointUrl, parse_url
 from service.pipeline.gate import Gate
 from service.pipeline.pipeline import PipelineConfig, Stage, first_cause, run_table
 from service.pipeline.progress import InFlight, TableProgress, TableStatus
+from service.plan.order import load_order
 from service.quality.conform import ConformStage
 from service.quality.dedupe import Dedupe
 from service.quality.rejects import with_records
@@ -173,8 +174,9 @@ class Migration:
             if not tables:
                 raise InvalidInput(f"the source {self.endpoints.source.masked} has no tables")
             schemas = [await source.describe(t) for t in tables]
-            # Rows embedded into their parents' documents are written after the parents.
-            schemas.sort(key=lambda s: s.name in spec.mongo.embed)
+            order = load_order(schemas)
+            levels = _with_embedded_last(order.levels, spec)
+            by_name = {s.name: s for s in schemas}
             done = {t.table for t in await self.store.tables(self.id) if t.status == TableStatus.COMPLETED}
             for schema in schemas:
                 total = await source.count(schema.name, exact=False)
@@ -187,15 +189,15 @@ class Migration:
             await self._set_status("executing" if self.gate.is_open else "paused", started=True)
             await self._log("INFO", f"Migration started: {len(tables)} table(s), "
                                     f"{sum(p.total or 0 for p in self.tables.values())} records")
-            for schema in schemas:
-                if schema.name in done:
-                    progress = self.tables[schema.name]
-                    stored = await self.store.load_checkpoint(self.id, schema.name)
-                    if stored:
-                        progress.written, progress.failed = stored.rows_written, stored.rows_failed
-                        progress.skipped = (await self.store.count_rejects(self.id, "skip_batch")).get(schema.name, 0)
-                    continue
-                await self._run_table(source, sink, schema)
+            await self._log("INFO", "Load order: " + " → ".join(", ".join(level) for level in levels))
+            for note in order.notes:
+                await self._log("INFO", f"Load order: {note}")
+            for level in levels:
+                for name in level:
+                    if name in done:
+                        await self._restore_progress(name)
+                await self._run_level(source, sink, [by_name[n] for n in level if n not in done])
+            await self._add_foreign_keys(sink, schemas)
         except asyncio.CancelledError:
             for p in self.tables.values():
                 if p.status is TableStatus.RUNNING:
@@ -218,6 +220,47 @@ class Migration:
         await self._log("INFO", f"Migration completed: {sum(p.written for p in self.tables.values())} records "
                                 f"migrated, {failed} failed")
         await self._finish_status("completed", None)
+
+    async def _restore_progress(self, table: str) -> None:
+        """The counts of a table a previous process completed."""
+        progress = self.tables[table]
+        stored = await self.store.load_checkpoint(self.id, table)
+        if stored:
+            progress.written, progress.failed = stored.rows_written, stored.rows_failed
+            progress.skipped = (await self.store.count_rejects(self.id, "skip_batch")).get(table, 0)
+
+    async def _run_level(self, source: Source, sink: Sink, schemas: list[TableSchema]) -> None:
+        """The tables of one level of the load order: `parallelTables` of them at a time."""
+        if self.spec.parallel_tables <= 1 or len(schemas) <= 1:
+            for schema in schemas:
+                await self._run_table(source, sink, schema)
+            return
+        slots = asyncio.Semaphore(self.spec.parallel_tables)
+
+        async def one(schema: TableSchema) -> None:
+            async with slots:
+                await self._run_table(source, sink, schema)
+
+        async with asyncio.TaskGroup() as group:
+            for schema in schemas:
+                group.create_task(one(schema))
+
+    async def _add_foreign_keys(self, sink: Sink, schemas: list[TableSchema]) -> None:
+        """The source's foreign keys between the tables, named as in the target, once all are
+        loaded (the target adds them only to tables this migration created)."""
+        spec = self.spec
+        by_name = {s.name: s for s in schemas}
+        for schema in schemas:
+            keys = []
+            for key in schema.foreign_keys:
+                parent = by_name.get(key.table)
+                refs = key.references or (parent.key if parent else ())
+                if not refs:
+                    continue
+                keys.append(replace(key, table=spec.target_name(key.table) if parent else key.table, references=refs))
+            if keys:
+                for level, note in await sink.add_foreign_keys(spec.target_name(schema.name), keys, self.id):
+                    await self._log(level, note, table=schema.name)
 
     async def _finish_status(self, status: str, error: str | None) -> None:
         await self._set_status(status, error=error, ended=True)
@@ -318,7 +361,8 @@ class Migration:
                 in_flight=self.in_flight, on_commit=on_commit,
                 config=PipelineConfig(parallel=spec.parallel_batches),
             )
-            await writer.finish()
+            for warning in await writer.finish():
+                await self._log("WARNING", warning, table=schema.name)
         except BaseException as exc:
             if progress.status is TableStatus.RUNNING:
                 stopped = isinstance(exc, asyncio.CancelledError)
@@ -355,6 +399,16 @@ async def _read_target_keys(endpoint: EndpointUrl, spec: MigrationSpec, dedupe: 
     finally:
         await reader.close()
     return rows
+
+
+def _with_embedded_last(levels: list[list[str]], spec: MigrationSpec) -> list[list[str]]:
+    """Rows embedded into their parents' documents (spec `mongo.embed`) are written after every
+    other table, in a level of their own."""
+    embedded = [n for level in levels for n in level if n in spec.mongo.embed]
+    if not embedded:
+        return levels
+    rest = [[n for n in level if n not in spec.mongo.embed] for level in levels]
+    return [level for level in rest if level] + [embedded]
 
 
 def _reject_entry(at: str, level: str, r: Reject, batch: int) -> LogEntry:

@@ -22,7 +22,7 @@ ON_ERROR = ("reject", "skip_batch", "stop")
 KNOWN = {
     "source", "target", "tables", "batchSize", "parallelBatches", "validation", "retryFailed", "timeout",
     "mode", "onError", "rules", "transforms", "dedupe", "csv", "mongo", "targetTables", "name", "maxErrors",
-    "sample",
+    "sample", "parallelTables", "verify",
 }
 # Keys that decide what a run does: two runs with equal values are the same migration (resume).
 _IDENTITY = ("source", "target", "tables", "targetTables", "mode", "rules", "transforms", "dedupe", "csv", "mongo")
@@ -36,6 +36,8 @@ class MigrationSpec:
     target_tables: Mapping[str, str] = field(default_factory=dict)
     batch_size: int = 5000
     parallel_batches: int = 3
+    parallel_tables: int = 1  # tables of one level of the load order (plan.order) loaded at once
+    verify: Literal["off", "counts", "deep"] = "counts"  # the verification at the end of a run
     validation: bool = True
     retry_failed: bool = True
     timeout: float = 30.0
@@ -127,6 +129,11 @@ class MigrationSpec:
 
         batch_size = integer("batchSize", 5000, 1, 1_000_000)
         parallel = integer("parallelBatches", 3, 1, 32)
+        parallel_tables = integer("parallelTables", 1, 1, 16)
+        verify = d.get("verify", True)
+        if verify not in (True, False, "deep", "counts"):
+            problems.append(f"verify must be true (counts), \"deep\" (checksums too) or false, not {verify!r}")
+            verify = True
         timeout = d.get("timeout", 30)
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
             problems.append(f"timeout must be a positive number of seconds, not {timeout!r}")
@@ -157,6 +164,8 @@ class MigrationSpec:
             target_tables={str(k): str(v) for k, v in target_tables.items()},
             batch_size=batch_size,
             parallel_batches=parallel,
+            parallel_tables=parallel_tables,
+            verify="off" if verify is False else "deep" if verify == "deep" else "counts",
             validation=boolean("validation", True),
             retry_failed=boolean("retryFailed", True),
             timeout=float(timeout),

@@ -12,6 +12,7 @@ import asyncio
 import csv
 import io
 import os
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from service.connectors.csv.dialect import CsvOptions, table_path
 from service.core.arrow_text import printable
 from service.core.batch import Batch, Checkpoint, NativeFormat, NativePayload
 from service.core.errors import EndpointError, InvalidInput, TerminalError
-from service.core.schema import TableSchema
+from service.core.schema import ForeignKey, TableSchema
 from service.core.urls import EndpointUrl
 
 
@@ -45,6 +46,10 @@ class CsvSink:
                 raise TerminalError(f"cannot create CSV target folder {folder}: {exc.strerror}") from None
         if not os.access(folder, os.W_OK):
             raise TerminalError(f"CSV target folder {folder} is not writable")
+
+    async def add_foreign_keys(self, table: str, keys: Sequence[ForeignKey],
+                               migration_id: str) -> list[tuple[str, str]]:
+        return [("WARNING", f"{table}: foreign key {k.name} not recreated (CSV files have no foreign keys)") for k in keys]
 
     async def open_table(self, source: TableSchema, target_name: str, migration_id: str) -> CsvTableWriter:
         await self.check()
@@ -144,7 +149,7 @@ class CsvTableWriter:
         self._offset = end
         return checkpoint
 
-    async def finish(self) -> None:
+    async def finish(self) -> list[str]:
         def publish() -> None:
             with open(self.partial, "rb") as f:
                 os.fsync(f.fileno())
@@ -159,6 +164,7 @@ class CsvTableWriter:
             await asyncio.to_thread(publish)
         except OSError as exc:
             raise TerminalError(f"cannot move {self.partial.name} into place as {self.path}: {exc.strerror}") from None
+        return []
 
     async def close(self) -> None:
         return None

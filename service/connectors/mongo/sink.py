@@ -34,7 +34,7 @@ from service.connectors.mongo.connection import (
 from service.connectors.mongo.options import Embed, MongoOptions
 from service.core.batch import Batch, Checkpoint, NativeFormat, NativePayload, Reject
 from service.core.errors import EndpointError, InvalidInput
-from service.core.schema import TableSchema
+from service.core.schema import ForeignKey, TableSchema
 from service.core.urls import EndpointUrl
 
 LEDGER = "_migrator_checkpoints"
@@ -54,6 +54,10 @@ class MongoSink:
 
     async def check(self) -> None:
         await ping(self.db, self.url)
+
+    async def add_foreign_keys(self, table: str, keys: Sequence[ForeignKey],
+                               migration_id: str) -> list[tuple[str, str]]:
+        return [("WARNING", f"{table}: foreign key {k.name} not recreated (MongoDB has no foreign keys)") for k in keys]
 
     async def open_table(self, source: TableSchema, target_name: str, migration_id: str) -> MongoTableWriter:
         embed = self.options.embed.get(source.name)
@@ -275,15 +279,19 @@ class MongoTableWriter:
             await self._coll.bulk_write([ReplaceOne({"_id": k}, d) for k, d in changed.items()], ordered=True)
         return rejects
 
-    async def finish(self) -> None:
+    async def finish(self) -> list[str]:
         if not self.created:
-            return
+            return []
+        if self.schema.native_kind != "mongodb" and self.schema.indexes:
+            # SQL unique indexes allow many NULLs, MongoDB's do not: recreating them could fail the load.
+            return [f"{self._target}: the source's {len(self.schema.indexes)} index(es) are not recreated in MongoDB"]
         for index in self.schema.indexes:  # after the load: faster than maintaining them per insert
             try:
                 options: dict[str, Any] = dict(index.options)
                 await self._coll.create_index(list(index.fields), name=index.name, unique=index.unique, **options)
             except PyMongoError as exc:
                 raise endpoint_error(exc, self.sink.url, f"creating index {index.name} on {self._target}") from None
+        return []
 
     async def close(self) -> None:
         return None

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 import asyncpg
 
 from service.core.errors import EndpointError, TerminalError, TransientError, UnknownTable
+from service.core.schema import ForeignKey, Index
 from service.core.urls import EndpointUrl
 
 # Every session reads and writes in one unambiguous text form.
@@ -124,6 +125,55 @@ async def columns(conn: asyncpg.Connection, oid: int) -> list[asyncpg.Record]:
         oid,
     )
     return rows
+
+
+_ACTIONS = {"a": "NO ACTION", "r": "RESTRICT", "c": "CASCADE", "n": "SET NULL", "d": "SET DEFAULT"}
+
+
+async def foreign_keys(conn: asyncpg.Connection, oid: int) -> list[ForeignKey]:
+    """The table's foreign keys, the referenced table named as list_tables names it."""
+    rows = await conn.fetch(
+        """
+        SELECT c.conname, c.condeferrable, c.confdeltype, c.confupdtype,
+               n.nspname AS ref_schema, r.relname AS ref_table,
+               (SELECT array_agg(a.attname ORDER BY k.ord) FROM unnest(c.conkey) WITH ORDINALITY k(num, ord)
+                  JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.num) AS cols,
+               (SELECT array_agg(a.attname ORDER BY k.ord) FROM unnest(c.confkey) WITH ORDINALITY k(num, ord)
+                  JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.num) AS refs
+        FROM pg_constraint c
+        JOIN pg_class r ON r.oid = c.confrelid
+        JOIN pg_namespace n ON n.oid = r.relnamespace
+        WHERE c.conrelid = $1 AND c.contype = 'f'
+        ORDER BY c.conname
+        """,
+        oid,
+    )
+    return [ForeignKey(r["conname"], tuple(r["cols"]),
+                       r["ref_table"] if r["ref_schema"] == "public" else f"{r['ref_schema']}.{r['ref_table']}",
+                       tuple(r["refs"]), bool(r["condeferrable"]), _ACTIONS.get(r["confdeltype"], "NO ACTION"),
+                       _ACTIONS.get(r["confupdtype"], "NO ACTION")) for r in rows]
+
+
+async def indexes(conn: asyncpg.Connection, oid: int) -> list[Index]:
+    """The table's secondary indexes over plain columns (not the primary key; no expression or
+    partial indexes), ascending or descending."""
+    rows = await conn.fetch(
+        """
+        SELECT ic.relname AS name, i.indisunique AS uniq,
+               array_agg(a.attname ORDER BY k.ord) AS cols,
+               array_agg((i.indoption[k.ord - 1] & 1) = 1 ORDER BY k.ord) AS descending
+        FROM pg_index i
+        JOIN pg_class ic ON ic.oid = i.indexrelid
+        CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+        JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+        WHERE i.indrelid = $1 AND NOT i.indisprimary AND i.indpred IS NULL AND i.indexprs IS NULL
+        GROUP BY ic.relname, i.indisunique, i.indexrelid
+        ORDER BY i.indexrelid
+        """,
+        oid,
+    )
+    return [Index(r["name"], tuple((c, -1 if d else 1) for c, d in zip(r["cols"], r["descending"])), bool(r["uniq"]))
+            for r in rows]
 
 
 async def key_columns(conn: asyncpg.Connection, oid: int) -> list[str]:

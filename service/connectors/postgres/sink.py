@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -30,7 +30,7 @@ from service.connectors.postgres.types import arrow_type, binary_encodable, pg_t
 from service.core.arrow_text import printable
 from service.core.batch import Batch, Checkpoint, NativeFormat, NativePayload, Reject
 from service.core.errors import EndpointError, InvalidInput
-from service.core.schema import Column, TableSchema
+from service.core.schema import Column, ForeignKey, Index, TableSchema
 from service.core.urls import EndpointUrl
 
 
@@ -93,6 +93,35 @@ class PostgresSink:
         )
         return PostgresTableWriter(self, pool, schema, source, migration_id, created)
 
+    async def add_foreign_keys(self, table: str, keys: Sequence[ForeignKey],
+                               migration_id: str) -> list[tuple[str, str]]:
+        """Each key is added NOT VALID (no scan, no lock on the rows), then validated: a key
+        whose rows have orphans stays NOT VALID, reported, so the loaded data is kept either way.
+        A key already there (a resumed run) is left as it is."""
+        conn = await self._connection()
+        _, created = ledger.decode(await conn.fetchrow(ledger.load_sql(ledger.dollar), migration_id, table))
+        if not created:
+            return []
+        notes: list[tuple[str, str]] = []
+        for key in keys:
+            exists = await conn.fetchval("SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass($1) AND conname = $2",
+                                         pgc.qualified(table), key.name)
+            if exists:
+                continue
+            what = f"{table}: foreign key {key.name} ({', '.join(key.columns)}) → {key.table}"
+            try:
+                await conn.execute(_foreign_key_sql(table, key))
+            except asyncpg.PostgresError as exc:
+                notes.append(("WARNING", f"{what} not added: {pgc.server_message(exc)}"))
+                continue
+            try:
+                await conn.execute(f"ALTER TABLE {pgc.qualified(table)} VALIDATE CONSTRAINT {pgc.quote_ident(key.name)}")
+            except asyncpg.PostgresError as exc:
+                notes.append(("WARNING", f"{what} added but NOT VALID, the rows break it: {pgc.server_message(exc)}"))
+                continue
+            notes.append(("INFO", f"{what} added and validated"))
+        return notes
+
     async def close(self) -> None:
         if self._conn is not None:
             await self._conn.close(timeout=5)
@@ -111,6 +140,20 @@ def _create_table_sql(source: TableSchema, target: str) -> str:
                    else _LOGICAL.get(c.logical or "") or pg_type_for(c.type))
         defs.append(f"{pgc.quote_ident(c.name)} {pg_type}{'' if c.nullable else ' NOT NULL'}")
     return f"CREATE TABLE {pgc.qualified(target)} ({', '.join(defs)})"
+
+
+def _index_sql(index: Index, table: str) -> str:
+    cols = ", ".join(pgc.quote_ident(name) + (" DESC" if order == -1 else "") for name, order in index.fields)
+    return (f"CREATE {'UNIQUE ' if index.unique else ''}INDEX IF NOT EXISTS {pgc.quote_ident(index.name)} "
+            f"ON {pgc.qualified(table)} ({cols})")
+
+
+def _foreign_key_sql(table: str, key: ForeignKey) -> str:
+    cols = ", ".join(map(pgc.quote_ident, key.columns))
+    refs = ", ".join(map(pgc.quote_ident, key.references))
+    return (f"ALTER TABLE {pgc.qualified(table)} ADD CONSTRAINT {pgc.quote_ident(key.name)} FOREIGN KEY ({cols}) "
+            f"REFERENCES {pgc.qualified(key.table)} ({refs}) ON DELETE {key.on_delete} ON UPDATE {key.on_update}"
+            + (" DEFERRABLE INITIALLY DEFERRED" if key.deferrable else "") + " NOT VALID")
 
 
 # Refusals that concern the rows themselves (bad values, constraints), not the connection.
@@ -239,9 +282,11 @@ class PostgresTableWriter:
                 ) from exc
         return checkpoint
 
-    async def finish(self) -> None:
+    async def finish(self) -> list[str]:
         """Add the primary key to a table this run created, and make every batch durable: this
-        last commit is synchronous, and flushing its WAL flushes every earlier commit too."""
+        last commit is synchronous, and flushing its WAL flushes every earlier commit too. Then the
+        source's secondary indexes (same-kind sources), each in its own transaction: one the
+        data does not allow becomes a warning."""
         add_key = self.created and self._source.key and not self.schema.key
         cols = ", ".join(pgc.quote_ident(k) for k in self._source.key)
         async with self._pool.acquire() as conn:
@@ -254,6 +299,17 @@ class PostgresTableWriter:
             except asyncpg.PostgresError as exc:
                 what = f"adding the primary key ({cols}) to" if add_key else "the final commit of"
                 raise EndpointError(f"{what} {self.schema.name} failed: {pgc.server_message(exc)}") from exc
+            if not self.created or self._source.native_kind != "postgresql":
+                return []
+            warnings = []
+            for index in self._source.indexes:
+                if not all(name in self.schema.column_names for name, _ in index.fields):
+                    continue  # a column a transform dropped or renamed
+                try:
+                    await conn.execute(_index_sql(index, self.schema.name))
+                except asyncpg.PostgresError as exc:
+                    warnings.append(f"{self.schema.name}: index {index.name} not created: {pgc.server_message(exc)}")
+            return warnings
 
     async def close(self) -> None:
         await self._pool.close()

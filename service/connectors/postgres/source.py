@@ -65,6 +65,8 @@ class PostgresSource:
             key=tuple(key),
             native_kind=self.kind,
             notes=notes,
+            indexes=tuple(await pgc.indexes(conn, oid)),
+            foreign_keys=tuple(await pgc.foreign_keys(conn, oid)),
         )
 
     async def count(self, table: str, *, exact: bool = True) -> int:

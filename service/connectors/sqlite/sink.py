@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -12,7 +13,7 @@ from service.connectors.base import CommitTurn, OnRefusal
 from service.connectors.sqlite.types import SqliteDatabase, arrow_type, declared_type, quote_ident
 from service.core.batch import Batch, Checkpoint, NativeFormat, NativePayload
 from service.core.errors import EndpointError, InvalidInput
-from service.core.schema import Column, TableSchema
+from service.core.schema import Column, ForeignKey, TableSchema
 from service.core.urls import EndpointUrl
 
 
@@ -26,6 +27,10 @@ class SqliteSink:
 
     async def check(self) -> None:
         await self.db.run(lambda c: c.execute("SELECT 1").fetchone())
+
+    async def add_foreign_keys(self, table: str, keys: Sequence[ForeignKey],
+                               migration_id: str) -> list[tuple[str, str]]:
+        return [("WARNING", f"{table}: foreign key {k.name} not recreated (SQLite cannot add a foreign key to an existing table)") for k in keys]
 
     async def open_table(self, source: TableSchema, target_name: str, migration_id: str) -> SqliteTableWriter:
         def prepare(c: sqlite3.Connection) -> tuple[list[tuple[object, ...]], bool]:
@@ -112,8 +117,8 @@ class SqliteTableWriter:
         await self.db.run(commit)
         return checkpoint
 
-    async def finish(self) -> None:
-        return None
+    async def finish(self) -> list[str]:
+        return []
 
     async def close(self) -> None:
         return None

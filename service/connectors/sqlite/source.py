@@ -11,7 +11,7 @@ import pyarrow.compute as pc
 from service.connectors.sqlite.types import SqliteDatabase, arrow_type, quote_ident
 from service.core.batch import Batch, NativeFormat, Position
 from service.core.errors import UnknownTable
-from service.core.schema import Column, TableSchema
+from service.core.schema import Column, ForeignKey, TableSchema
 from service.core.urls import EndpointUrl
 
 
@@ -37,23 +37,26 @@ class SqliteSource:
         return [r[0] for r in rows]
 
     async def describe(self, table: str) -> TableSchema:
-        def info(c: sqlite3.Connection) -> tuple[list[tuple[object, ...]], bool]:
+        def info(c: sqlite3.Connection) -> tuple[list[tuple[object, ...]], bool, list[tuple[object, ...]]]:
             cols = c.execute(f"PRAGMA table_info({quote_ident(table)})").fetchall()
             try:
                 c.execute(f"SELECT rowid FROM {quote_ident(table)} LIMIT 0")
                 has_rowid = True
             except sqlite3.OperationalError:
                 has_rowid = False
-            return cols, has_rowid
+            # id, seq, referenced table, from, to, on_update, on_delete, match
+            fks = c.execute(f"PRAGMA foreign_key_list({quote_ident(table)})").fetchall()
+            return cols, has_rowid, fks
 
-        cols, has_rowid = await self.db.run(info)
+        cols, has_rowid, fks = await self.db.run(info)
         if not cols:
             raise UnknownTable(f"table {table!r} does not exist in SQLite file {self.db.path}")
         pk = [str(r[1]) for r in sorted((r for r in cols if int(str(r[5]))), key=lambda r: int(str(r[5])))]
         self._order[table] = ["rowid"] if has_rowid else pk
         columns = tuple(Column(str(r[1]), arrow_type(str(r[2] or "")), not int(str(r[3])) and str(r[1]) not in pk,
                                str(r[2] or "")) for r in cols)
-        return TableSchema(name=table, columns=columns, key=tuple(pk), native_kind=self.kind)
+        return TableSchema(name=table, columns=columns, key=tuple(pk), native_kind=self.kind,
+                           foreign_keys=_foreign_keys(table, fks))
 
     async def count(self, table: str, *, exact: bool = True) -> int:
         n = await self.db.run(lambda c: c.execute(f"SELECT count(*) FROM {quote_ident(table)}").fetchone())
@@ -120,3 +123,22 @@ def _to_arrow(values: list[object], t: pa.DataType) -> pa.Array:
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError, OverflowError, ValueError):
         return pa.array([None if v is None else v.hex() if isinstance(v, bytes) else str(v) for v in values],
                         pa.string())
+
+
+def _foreign_keys(table: str, rows: list[tuple[object, ...]]) -> tuple[ForeignKey, ...]:
+    """PRAGMA foreign_key_list rows, one per column, grouped by key id. SQLite names no keys:
+    they are named `<table>_<columns>_fkey`, as PostgreSQL would."""
+    by_id: dict[object, list[tuple[object, ...]]] = {}
+    for r in rows:
+        by_id.setdefault(r[0], []).append(r)
+    keys = []
+    for parts in by_id.values():
+        parts.sort(key=lambda r: int(str(r[1])))
+        cols = tuple(str(r[3]) for r in parts)
+        # `to` is NULL when the key references the parent's primary key implicitly: () then (the
+        # run takes the parent's key).
+        refs = () if any(r[4] is None for r in parts) else tuple(str(r[4]) for r in parts)
+        first = parts[0]
+        keys.append(ForeignKey(f"{table}_{'_'.join(cols)}_fkey", cols, str(first[2]), refs,
+                               on_update=str(first[5]), on_delete=str(first[6])))
+    return tuple(keys)
