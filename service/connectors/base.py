@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from typing import Literal, Protocol
 
+import pyarrow as pa
+
 from service.core.batch import Batch, Checkpoint, NativeFormat, Position, Reject
 from service.core.schema import ForeignKey, TableSchema
 
@@ -100,6 +102,15 @@ class Sink(Protocol):
 
     async def open_table(self, source: TableSchema, target_name: str, migration_id: str) -> TableWriter:
         """Find or create the target table for `source` and return its writer."""
+        ...
+
+    def column_types(self, source: TableSchema) -> list[tuple[str, str]]:
+        """(column, the target's type for it) of a table this sink would create for `source`."""
+        ...
+
+    async def probe_write(self, source: TableSchema, data: pa.RecordBatch) -> float:
+        """Seconds the target takes to store `data` (rows of `source`) somewhere that leaves no
+        trace — a temporary table, collection or file, dropped after: the plan's write speed."""
         ...
 
     async def add_foreign_keys(self, table: str, keys: Sequence[ForeignKey],

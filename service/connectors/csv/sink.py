@@ -12,10 +12,13 @@ import asyncio
 import csv
 import io
 import os
+import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from service.connectors.base import CommitTurn, OnRefusal
@@ -46,6 +49,27 @@ class CsvSink:
                 raise TerminalError(f"cannot create CSV target folder {folder}: {exc.strerror}") from None
         if not os.access(folder, os.W_OK):
             raise TerminalError(f"CSV target folder {folder} is not writable")
+
+    def column_types(self, source: TableSchema) -> list[tuple[str, str]]:
+        return [(c.name, "text") for c in source.columns]  # a CSV file has text only
+
+    async def probe_write(self, source: TableSchema, data: pa.RecordBatch) -> float:
+        """Write the rows as CSV to a hidden file in the target folder, synced, then removed."""
+        await self.check()
+        folder = self.root.parent if self.root.suffix.lower() == ".csv" else self.root
+
+        def probe() -> float:
+            started = time.monotonic()
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=".migrator-probe-", suffix=".csv") as f:
+                pacsv.write_csv(printable(data), f)
+                f.flush()
+                os.fsync(f.fileno())
+                return time.monotonic() - started
+
+        try:
+            return await asyncio.to_thread(probe)
+        except OSError as exc:
+            raise TerminalError(f"cannot write to CSV target folder {folder}: {exc.strerror}") from None
 
     async def add_foreign_keys(self, table: str, keys: Sequence[ForeignKey],
                                migration_id: str) -> list[tuple[str, str]]:

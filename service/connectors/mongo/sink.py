@@ -13,6 +13,9 @@ replays are recognised too.
 
 from __future__ import annotations
 
+import datetime as dt
+import time
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,6 +35,7 @@ from service.connectors.mongo.connection import (
     reraise_swallowed_cancel,
 )
 from service.connectors.mongo.options import Embed, MongoOptions
+from service.connectors.mongo.types import bson_type
 from service.core.batch import Batch, Checkpoint, NativeFormat, NativePayload, Reject
 from service.core.errors import EndpointError, InvalidInput
 from service.core.schema import ForeignKey, TableSchema
@@ -54,6 +58,28 @@ class MongoSink:
 
     async def check(self) -> None:
         await ping(self.db, self.url)
+
+    def column_types(self, source: TableSchema) -> list[tuple[str, str]]:
+        return [(c.name, bson_type(c)) for c in source.columns]
+
+    async def probe_write(self, source: TableSchema, data: pa.RecordBatch) -> float:
+        """insert_many into a collection of its own, dropped after."""
+        docs = [{k: v if v is None or isinstance(v, int | float | str | bytes | bool | dt.datetime) else str(v)
+                 for k, v in row.items()} for row in data.to_pylist()]
+        coll = self.db[f"_migrator_probe_{uuid.uuid4().hex[:12]}"]
+        try:
+            started = time.monotonic()
+            if docs:
+                await coll.insert_many(docs, ordered=False)
+            return time.monotonic() - started
+        except PyMongoError as exc:
+            raise endpoint_error(exc, self.url, "probing the write speed") from None
+        finally:
+            try:
+                await coll.drop()
+            except PyMongoError:
+                pass
+            reraise_swallowed_cancel()
 
     async def add_foreign_keys(self, table: str, keys: Sequence[ForeignKey],
                                migration_id: str) -> list[tuple[str, str]]:

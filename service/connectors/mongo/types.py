@@ -413,3 +413,33 @@ _DECODE: CodecOptions[Document] = CodecOptions(tz_aware=True, uuid_representatio
 def decoded(raw: bytes | memoryview) -> Document:
     """A raw BSON document decoded the way the client decodes (aware UTC dates, standard UUIDs)."""
     return bson.decode(bytes(raw), codec_options=_DECODE)
+
+
+def bson_type(c: Column) -> str:
+    """The BSON type a column's values are stored as (`$type` names)."""
+    if c.logical in ("json",):
+        return "object"
+    if c.logical == "objectid":
+        return "objectId"
+    if c.logical == "uuid":
+        return "binData (UUID)"
+    if c.logical == "decimal":
+        return "decimal"
+    t = c.type
+    if pa.types.is_boolean(t):
+        return "bool"
+    if pa.types.is_integer(t):
+        return "int" if t.bit_width <= 32 else "long"
+    if pa.types.is_floating(t):
+        return "double"
+    if pa.types.is_decimal(t):
+        return "decimal"
+    if pa.types.is_timestamp(t) or pa.types.is_date(t):
+        return "date"
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t):
+        return "binData"
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return "array"
+    if pa.types.is_struct(t):
+        return "object"
+    return "string"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
@@ -93,6 +94,27 @@ class PostgresSink:
         )
         return PostgresTableWriter(self, pool, schema, source, migration_id, created)
 
+    def column_types(self, source: TableSchema) -> list[tuple[str, str]]:
+        return column_types(source)
+
+    async def probe_write(self, source: TableSchema, data: pa.RecordBatch) -> float:
+        """COPY into a temporary table (gone with the session's transaction, rolled back)."""
+        conn = await self._connection()
+        payload = _csv_payload(data)
+        started = time.monotonic()
+        try:
+            async with conn.transaction():
+                await conn.execute(_create_table_sql(source, "_migrator_probe", temporary=True))
+                await conn.copy_to_table("_migrator_probe", source=_once([payload]), format="csv")
+                elapsed = time.monotonic() - started
+                raise _RollBack
+        except _RollBack:
+            pass
+        except asyncpg.PostgresError as exc:
+            raise EndpointError(f"probing the write speed of PostgreSQL at {self.where}: "
+                                f"{pgc.server_message(exc)}") from exc
+        return elapsed
+
     async def add_foreign_keys(self, table: str, keys: Sequence[ForeignKey],
                                migration_id: str) -> list[tuple[str, str]]:
         """Each key is added NOT VALID (no scan, no lock on the rows), then validated: a key
@@ -132,14 +154,19 @@ class PostgresSink:
 _LOGICAL = {"json": "jsonb", "uuid": "uuid", "decimal": "numeric"}
 
 
-def _create_table_sql(source: TableSchema, target: str) -> str:
+def column_types(source: TableSchema) -> list[tuple[str, str]]:
+    """The PostgreSQL type of each column of a table created for `source`: the source's own
+    type from a PostgreSQL source, else the mapping of its Arrow (and logical) type."""
     same_kind = source.native_kind == "postgresql"
-    defs = []
-    for c in source.columns:
-        pg_type = (c.native_type if same_kind and c.native_type
-                   else _LOGICAL.get(c.logical or "") or pg_type_for(c.type))
-        defs.append(f"{pgc.quote_ident(c.name)} {pg_type}{'' if c.nullable else ' NOT NULL'}")
-    return f"CREATE TABLE {pgc.qualified(target)} ({', '.join(defs)})"
+    return [(c.name, c.native_type if same_kind and c.native_type
+             else _LOGICAL.get(c.logical or "") or pg_type_for(c.type)) for c in source.columns]
+
+
+def _create_table_sql(source: TableSchema, target: str, *, temporary: bool = False) -> str:
+    nullable = {c.name: c.nullable for c in source.columns}
+    defs = [f"{pgc.quote_ident(name)} {pg_type}{'' if nullable[name] else ' NOT NULL'}"
+            for name, pg_type in column_types(source)]
+    return f"CREATE {'TEMP ' if temporary else ''}TABLE {pgc.qualified(target)} ({', '.join(defs)})"
 
 
 def _index_sql(index: Index, table: str) -> str:
@@ -154,6 +181,10 @@ def _foreign_key_sql(table: str, key: ForeignKey) -> str:
     return (f"ALTER TABLE {pgc.qualified(table)} ADD CONSTRAINT {pgc.quote_ident(key.name)} FOREIGN KEY ({cols}) "
             f"REFERENCES {pgc.qualified(key.table)} ({refs}) ON DELETE {key.on_delete} ON UPDATE {key.on_update}"
             + (" DEFERRABLE INITIALLY DEFERRED" if key.deferrable else "") + " NOT VALID")
+
+
+class _RollBack(Exception):
+    """Leaves a transaction by rolling it back."""
 
 
 # Refusals that concern the rows themselves (bad values, constraints), not the connection.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Sequence
 
 import pyarrow as pa
@@ -27,6 +28,29 @@ class SqliteSink:
 
     async def check(self) -> None:
         await self.db.run(lambda c: c.execute("SELECT 1").fetchone())
+
+    def column_types(self, source: TableSchema) -> list[tuple[str, str]]:
+        return [(c.name, declared_type(c.type)) for c in source.columns]
+
+    async def probe_write(self, source: TableSchema, data: pa.RecordBatch) -> float:
+        """Insert into a TEMP table (SQLite keeps those out of the database file), dropped after."""
+        rows = [tuple(v if v is None or isinstance(v, int | float | str | bytes) else str(v) for v in row.values())
+                for row in data.to_pylist()]
+        defs = ", ".join(f"{quote_ident(c.name)} {declared_type(c.type)}" for c in source.columns)
+        marks = ", ".join("?" * len(source.columns))
+
+        def probe(c: sqlite3.Connection) -> float:
+            c.execute("DROP TABLE IF EXISTS temp._migrator_probe")
+            c.execute(f"CREATE TEMP TABLE _migrator_probe ({defs})")
+            started = time.monotonic()
+            try:
+                with c:
+                    c.executemany(f"INSERT INTO temp._migrator_probe VALUES ({marks})", rows)
+                return time.monotonic() - started
+            finally:
+                c.execute("DROP TABLE temp._migrator_probe")
+
+        return float(await self.db.run(probe))
 
     async def add_foreign_keys(self, table: str, keys: Sequence[ForeignKey],
                                migration_id: str) -> list[tuple[str, str]]:
