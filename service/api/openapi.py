@@ -38,7 +38,7 @@ _SPEC = {
 }
 _SUMMARY = {
     "type": "object",
-    "properties": {k: {} for k in ("id", "status", "totalRecords", "migratedCount", "failedCount", "rejectedCount", "skippedCount", "readCount",
+    "properties": {k: {} for k in ("id", "status", "totalRecords", "migratedCount", "failedCount", "rejectedCount", "skippedCount", "readCount", "estimatedSeconds", "estimateRatio",
                                    "progress", "duration", "durationSeconds", "startTime", "endTime", "throughput",
                                    "etaSeconds", "tables")},
 }

@@ -24,18 +24,16 @@ A reject has rule `duplicate`, the key's columns as column (`a,b` for several), 
 Memory: a key is remembered as a 64-bit hash in `HashSet` — 8 bytes a slot, at most 65 % full, so
 10M distinct keys fit in 2^24 slots = 128 MiB; growing to it from 2^23 frees the old table first
 and needs the new one plus the 5.5M hashes it moves (measured over 10M distinct keys: peak RSS
-+180 MiB). A later key with the hash of an earlier, different key would be taken for a
++250 MiB, bench/dedupe_memory.py). A later key with the hash of an earlier, different key would be taken for a
 duplicate: with 64 bits the chance is about n²/2^65 — 3·10⁻⁶ over 10M distinct keys.
 
-pyarrow has no public hash kernel, so `_hash_keys` builds one from its arithmetic kernels (see
-there). Everything is vectorized but two loops: hashing keys longer than 64 bytes (blake2b),
+Keys are hashed by `service.core.hashing.hash_keys`. Everything is vectorized but two loops: hashing keys longer than 64 bytes (blake2b),
 and the rows a policy rejects or fixes. New hashes are written into the table by numpy's fancy
 indexing (no Arrow kernel writes into existing memory).
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Literal, cast
 
@@ -44,6 +42,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from service.core.errors import InvalidSpec
+from service.core.hashing import ONE, U64, ZERO, arange, has_text, hash_keys, is_string, u
 from service.quality.rows import Rows, flags
 
 Keep = Literal["first", "last", "reject", "fix"]
@@ -128,7 +127,7 @@ class Dedupe:
         if missing:
             raise InvalidSpec([f"dedupe.{self.table}.againstTarget: {where} has no column "
                                f"{', '.join(map(repr, missing))} (it has {', '.join(data.schema.names)})"])
-        hashes = _hash_keys([data.column(k) for k in self.key])
+        hashes = hash_keys([data.column(k) for k in self.key])
         hashes = pc.unique(hashes.drop_null() if hashes.null_count else hashes)
         if len(hashes):
             self._seen.add(hashes)
@@ -137,7 +136,7 @@ class Dedupe:
         self._check(rows.data.schema)
         if rows.data.num_rows == 0:
             return rows
-        hashes = _hash_keys([rows.data.column(k) for k in self.key])
+        hashes = hash_keys([rows.data.column(k) for k in self.key])
         if hashes.null_count == len(hashes):
             return rows
         self._seen.reserve(len(hashes) - hashes.null_count)
@@ -168,10 +167,10 @@ class Dedupe:
             if index < 0:
                 problems.append(f"{path}.key: table {self.table} has no column {name!r} "
                                 f"(it has {', '.join(schema.names) or 'no columns'})")
-            elif not _has_text(schema.field(index).type):
+            elif not has_text(schema.field(index).type):
                 problems.append(f"{path}.key: column {name!r} of type {schema.field(index).type} cannot be a key")
         if self.keep == "fix":
-            strings = [i for i, k in enumerate(self.key) if k in schema.names and _is_string(schema.field(k).type)]
+            strings = [i for i, k in enumerate(self.key) if k in schema.names and is_string(schema.field(k).type)]
             if strings:
                 self._suffixed = strings[0]
             elif not problems:
@@ -214,7 +213,7 @@ class Dedupe:
             text = [f"{base[j]}-{number[j]}" for j in pending]
             candidate = [column.take(pending) for column in picked]
             candidate[self._suffixed] = pa.array(text, picked[self._suffixed].type)
-            taken = self._seen.add(_hash_keys(candidate))
+            taken = self._seen.add(hash_keys(candidate))
             picked[self._suffixed] = pc.replace_with_mask(
                 picked[self._suffixed], flags(len(base), pending), candidate[self._suffixed])
             pending = [pending[i] for i in pc.indices_nonzero(taken).to_pylist()]
@@ -239,121 +238,6 @@ def _copies_in_batch(hashes: pa.Array) -> tuple[pa.Array | None, pa.Array | None
     earlier = pc.scatter(pa.concat_arrays([no, same]), order)  # back in row order
     later = pc.scatter(pa.concat_arrays([same, no]), order)
     return earlier, later
-
-
-# --- hashing ------------------------------------------------------------------------------------
-
-_U64 = pa.uint64()
-_LONG = 64  # bytes: longer key texts are hashed by blake2b, in Python
-
-
-def _u(value: int) -> pa.Scalar:
-    return pa.scalar(value, _U64)
-
-
-_ZERO, _ONE = _u(0), _u(1)
-_GOLDEN = _u(0x9E3779B97F4A7C15)
-_C1, _C2 = _u(0xBF58476D1CE4E5B9), _u(0x94D049BB133111EB)
-_S27, _S30, _S31, _S32 = _u(27), _u(30), _u(31), _u(32)
-_EMPTY = pa.scalar(b"", pa.binary())
-
-
-def _hash_keys(columns: Sequence[pa.Array]) -> pa.Array:
-    """A nonzero 64-bit hash (uint64) of each row's values of `columns`, null where any is null.
-
-    A value is hashed as its bytes — the text of numbers, dates, …, so the same value gives the
-    same hash in every batch, in every process (no seed). The bytes, padded with NULs to whole
-    8-byte words, go through a chain `acc = step(acc ^ word)` that starts from the length; `step`
-    (multiply by an odd constant, then xor-shift) is a bijection, so two values of one length that
-    differ in one word never collide. splitmix64's finalizer mixes the end result, and chains
-    the columns of a key."""
-    result: pa.Array | None = None
-    for column in columns:
-        h = _hash_bytes(_as_bytes(column))
-        result = h if result is None else _mix(pc.add(pc.multiply(result, _GOLDEN), h))
-    assert result is not None
-    return pc.if_else(pc.equal(result, _ZERO), _ONE, result)  # 0 marks an empty slot of HashSet
-
-
-def _hash_bytes(values: pa.Array) -> pa.Array:
-    n = len(values)
-    nulls = pc.is_null(values) if values.null_count else None
-    if nulls is not None:
-        values = pc.fill_null(values, _EMPTY)
-    lengths = pc.binary_length(values)
-    longest = pc.max(lengths).as_py() or 0
-    long = None
-    if longest > _LONG:
-        long = pc.greater(lengths, _LONG)
-        texts = values.filter(long).to_pylist()
-        values = pc.if_else(long, _EMPTY, values)
-        lengths = pc.if_else(long, 0, lengths)
-        longest = pc.max(lengths).as_py() or 0
-    words = max(1, -(-longest // 8))
-    # ascii_rpad pads bytes, never decodes them: the binary is only viewed as text for it.
-    padded = pc.ascii_rpad(values.view(pa.string()), words * 8, "\0")
-    assert padded.offset == 0
-    data = pa.Array.from_buffers(_U64, n * words, [None, padded.buffers()[2]])
-    acc = pc.multiply(pc.cast(lengths, _U64), _GOLDEN)
-    # A value's own words only: the padding up to the batch's longest value must not change its
-    # hash (else one key would hash differently in batches of different longest values).
-    own = pc.divide(pc.add(lengths, 7), 8)
-    shortest = pc.min(own).as_py() or 0
-    for j in range(words):
-        word = data if words == 1 else data.take(pc.add(pc.multiply(_arange(n), words), j))
-        step = pc.multiply(pc.bit_wise_xor(acc, word), _C1)
-        step = pc.bit_wise_xor(step, pc.shift_right(step, _S32))
-        acc = step if j < shortest else pc.if_else(pc.greater(own, j), step, acc)
-    h = _mix(acc)
-    if long is not None:
-        digests = [int.from_bytes(hashlib.blake2b(t, digest_size=8).digest(), "little") for t in texts]
-        h = pc.replace_with_mask(h, long, pa.array(digests, _U64))
-    if nulls is not None:
-        h = pc.if_else(nulls, pa.scalar(None, _U64), h)
-    return h
-
-
-def _mix(x: pa.Array) -> pa.Array:
-    """splitmix64's finalizer: a bijection of uint64 in which each input bit flips each output
-    bit with probability ½."""
-    x = pc.multiply(pc.bit_wise_xor(x, pc.shift_right(x, _S30)), _C1)
-    x = pc.multiply(pc.bit_wise_xor(x, pc.shift_right(x, _S27)), _C2)
-    return pc.bit_wise_xor(x, pc.shift_right(x, _S31))
-
-
-def _is_string(t: pa.DataType) -> bool:
-    return bool(pa.types.is_string(t) or pa.types.is_large_string(t))
-
-
-def _is_binary(t: pa.DataType) -> bool:
-    return bool(pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t))
-
-
-def _has_text(t: pa.DataType) -> bool:
-    if _is_binary(t) or _is_string(t):
-        return True
-    try:
-        pc.cast(pa.array([], t), pa.string())
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
-        return False
-    return True
-
-
-def _as_bytes(column: pa.Array) -> pa.Array:
-    """The column's values as binary: strings' and binaries' own bytes, other values' text."""
-    if not (_is_string(column.type) or _is_binary(column.type)):
-        column = pc.cast(column, pa.string())
-    return pc.cast(column, pa.binary())
-
-
-_ARANGE: list[pa.Array] = [pa.array([], pa.int64())]
-
-
-def _arange(n: int) -> pa.Array:
-    """int64 [0, 1, …, n-1] (a slice of a cached array)."""
-    if len(_ARANGE[0]) < n:
-        _ARANGE[0] = pa.array(range(max(n, 2 * len(_ARANGE[0]), 1 << 16)), pa.int64())
-    return _ARANGE[0].slice(0, n)
 
 
 # --- the set of hashes ----------------------------------------------------------------------------
@@ -386,7 +270,7 @@ class HashSet:
         self._memory = bytearray(8 << bits)
         self._slots = memoryview(self._memory).cast("Q")
         self._array = np.frombuffer(self._memory, np.uint64)
-        self._view = pa.Array.from_buffers(_U64, 1 << bits, [None, pa.py_buffer(self._memory)])
+        self._view = pa.Array.from_buffers(U64, 1 << bits, [None, pa.py_buffer(self._memory)])
 
     def __len__(self) -> int:
         return self._count
@@ -408,8 +292,8 @@ class HashSet:
         """(found, slot) per hash: whether it is in the set and, when not, the empty slot where it
         would go (until the next insert). Both are unspecified for null hashes."""
         if hashes.null_count:
-            hashes = pc.fill_null(hashes, _ZERO)
-        return self._probe(hashes, pc.shift_right(hashes, _u(64 - self._bits)))
+            hashes = pc.fill_null(hashes, ZERO)
+        return self._probe(hashes, pc.shift_right(hashes, u(64 - self._bits)))
 
     def insert(self, hashes: pa.Array, slots: pa.Array) -> None:
         """Add distinct `hashes` that `probe` did not find, at the `slots` it gave (after a
@@ -439,13 +323,13 @@ class HashSet:
         that the memory it takes at once stays near the old table plus the new one."""
         count = self._count
         old = self._view
-        parts = [part.filter(pc.not_equal(part, _ZERO))
+        parts = [part.filter(pc.not_equal(part, ZERO))
                  for part in (old.slice(i, _REGION) for i in range(0, len(old), _REGION))]
         del old, self._view, self._slots, self._array, self._memory  # the old table goes before the new one comes
         hashes = pa.concat_arrays(parts)
         del parts
         for low in range(64 - bits, 64, _DIGIT):  # LSD radix sort by first slot: stable counting sorts
-            digit = pc.cast(pc.shift_right(hashes, _u(low)), pa.uint16(), safe=False)  # keeps the low bits
+            digit = pc.cast(pc.shift_right(hashes, u(low)), pa.uint16(), safe=False)  # keeps the low bits
             width = min(_DIGIT, 64 - low)
             hashes = hashes.take(pc.sort_indices(pc.bit_wise_and(digit, pa.scalar((1 << width) - 1, pa.uint16()))))
             del digit
@@ -462,11 +346,11 @@ class HashSet:
         """Write `hashes`, sorted by first slot, into the empty table: each goes to
         `max(its first slot, the previous one's slot + 1)`, as linear probing would put it."""
         size = len(self._slots)
-        shift = _u(64 - self._bits)
+        shift = u(64 - self._bits)
         last = -1  # the slot of the last hash written, carried from piece to piece
         for start in range(0, len(hashes), _REGION):
             part = hashes.slice(start, _REGION)
-            rank = _arange(len(part))
+            rank = arange(len(part))
             # slot_r = max(first_r, slot_(r-1) + 1) = r + max(last + 1, max over q <= r of first_q - q)
             first = pc.cast(pc.shift_right(part, shift), pa.int64())
             slot = pc.add(pc.max_element_wise(pc.cumulative_max(pc.subtract(first, rank)), last + 1), rank)
@@ -478,7 +362,7 @@ class HashSet:
             if len(part):
                 begin, end = slot[0].as_py(), slot[-1].as_py() + 1
                 laid = pc.scatter(part, pc.subtract(slot, begin), max_index=end - begin - 1)
-                self._slots[begin:end] = _values(pc.coalesce(laid, _ZERO))
+                self._slots[begin:end] = _values(pc.coalesce(laid, ZERO))
             if wrapped is not None:  # past the last slot: these wrap around to the first ones
                 self._wrap(wrapped)
 
@@ -493,16 +377,16 @@ class HashSet:
     def _probe(self, hashes: pa.Array, start: pa.Array) -> tuple[pa.Array, pa.Array]:
         n = len(hashes)
         if n == 0:
-            return pa.array([], pa.bool_()), pa.array([], _U64)
+            return pa.array([], pa.bool_()), pa.array([], U64)
         mask = len(self._slots) - 1
-        at, slot, h = _arange(n), start, hashes
+        at, slot, h = arange(n), start, hashes
         settled: list[tuple[pa.Array, pa.Array, pa.Array]] = []  # (row, slot, found)
         for _ in range(_VECTOR_ROUNDS):
             if len(h) < _VECTOR_MIN:
                 break
             seen = self._view.take(slot)
             found = pc.equal(seen, h)
-            stop = pc.or_(found, pc.equal(seen, _ZERO))
+            stop = pc.or_(found, pc.equal(seen, ZERO))
             if pc.all(stop).as_py():
                 if not settled:
                     return found, slot
@@ -512,7 +396,7 @@ class HashSet:
             settled.append((at.filter(stop), slot.filter(stop), found.filter(stop)))
             go = pc.invert(stop)
             at, h = at.filter(go), h.filter(go)
-            slot = pc.bit_wise_and(pc.add(slot.filter(go), _ONE), _u(mask))
+            slot = pc.bit_wise_and(pc.add(slot.filter(go), ONE), u(mask))
         if len(h):
             table = self._slots
             slots_left: list[int] = []
@@ -522,7 +406,7 @@ class HashSet:
                     s = (s + 1) & mask
                 slots_left.append(s)
                 found_left.append(table[s] == value)
-            settled.append((at, pa.array(slots_left, _U64), pa.array(found_left, pa.bool_())))
+            settled.append((at, pa.array(slots_left, U64), pa.array(found_left, pa.bool_())))
         rows = pa.concat_arrays([part[0] for part in settled])
         return (pc.scatter(pa.concat_arrays([part[2] for part in settled]), rows),
                 pc.scatter(pa.concat_arrays([part[1] for part in settled]), rows))

@@ -293,9 +293,11 @@ class RunManager:
         spec = entry.spec
         endpoints = self._endpoints(spec)
         run = Migration(record, spec, endpoints, self.store, listeners=self._listeners)
-        if entry.plan:  # the plan's counts until the run has its own
+        if entry.plan:  # the plan's counts until the run has its own, and its estimate
             for t in entry.plan.get("tables", []):  # type: ignore[attr-defined]
                 run.tables[t["name"]] = TableProgress(t["name"], t["target"], t["totalRecords"])
+            estimate = entry.plan.get("estimatedSeconds")
+            run.estimated_seconds = float(estimate) if isinstance(estimate, int | float) else None
         await run.set_executing()
         entry.run = run
         entry.task = self._spawn(self._drive(run), f"migration:{record.id}")

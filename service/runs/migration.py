@@ -98,6 +98,7 @@ class Migration:
         self._interrupting = False  # a service shutdown, not the user, stops the run
         self.started_at, self.ended_at = record.started_at, record.ended_at
         self._task: asyncio.Task[object] | None = None  # the task running run(), once it runs
+        self.estimated_seconds: float | None = None  # the plan's estimate, which the summary compares
 
     # -- watchers -------------------------------------------------------------------------------
     def _emit(self, event: Event) -> None:
@@ -125,7 +126,8 @@ class Migration:
     def summary(self) -> dict[str, object]:
         """The summary (DESIGN.md §3) from this run's live counters."""
         return summarize(self.record, self.status, [TableCounts.live(p) for p in self.tables.values()],
-                         started_at=self.started_at, ended_at=self.ended_at, error=self.error)
+                         started_at=self.started_at, ended_at=self.ended_at, error=self.error,
+                         estimated_seconds=self.estimated_seconds)
 
     # -- control --------------------------------------------------------------------------------
     async def pause(self) -> None:

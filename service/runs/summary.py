@@ -32,10 +32,14 @@ class TableCounts:
 
 
 def summarize(record: MigrationRecord, status: str, tables: Sequence[TableCounts], *,
-              started_at: str | None, ended_at: str | None, error: str | None) -> dict[str, object]:
+              started_at: str | None, ended_at: str | None, error: str | None,
+              estimated_seconds: float | None = None) -> dict[str, object]:
     """The accounting, per table and in total: readCount = migratedCount + failedCount, and
     failedCount = rejectedCount (rows a rule, a cast or the target refused) + skippedCount (rows
-    of a batch skipped whole by `onError: skip_batch`)."""
+    of a batch skipped whole by `onError: skip_batch`).
+
+    With the plan's `estimated_seconds`: `estimatedSeconds`, and `estimateRatio` — the actual
+    duration (finished) or the projected one (elapsed + ETA, running) over the estimate."""
     total = sum(t.total or 0 for t in tables)
     migrated = sum(t.migrated for t in tables)
     failed = sum(t.failed for t in tables)
@@ -45,6 +49,13 @@ def summarize(record: MigrationRecord, status: str, tables: Sequence[TableCounts
     throughput = done / seconds if seconds and seconds > 0 else 0.0
     remaining = max(0, total - done)
     running = status in ("executing", "pausing")
+    eta = round(remaining / throughput, 1) if running and throughput > 0 else None
+    projected: float | None = None  # the run's whole duration: as it was, or as it will be at this pace
+    if seconds is not None and not running:
+        projected = seconds
+    elif seconds is not None and eta is not None:
+        projected = seconds + eta
+    ratio = round(projected / estimated_seconds, 2) if projected is not None and estimated_seconds else None
     return {
         "id": record.id,
         "status": status,
@@ -63,7 +74,9 @@ def summarize(record: MigrationRecord, status: str, tables: Sequence[TableCounts
         "endTime": ended_at,
         "createdTime": record.created_at,
         "throughput": round(throughput, 1),
-        "etaSeconds": round(remaining / throughput, 1) if running and throughput > 0 else None,
+        "etaSeconds": eta,
+        "estimatedSeconds": estimated_seconds,
+        "estimateRatio": ratio,
         "error": error,
         "tables": [
             {"name": t.name, "target": t.target, "status": t.status, "totalRecords": t.total or 0,
