@@ -23,6 +23,8 @@ _SPEC = {
         "targetTables": {"type": "object", "additionalProperties": {"type": "string", "minLength": 1}},
         "batchSize": {"type": "integer", "minimum": 1, "maximum": 1_000_000},
         "parallelBatches": {"type": "integer", "minimum": 1, "maximum": 32},
+        "parallelTables": {"type": "integer", "minimum": 1, "maximum": 16},
+        "verify": {"enum": [True, False, "deep", "counts", "off"], "description": "the verification at the end of a run"},
         "validation": {"type": "boolean"},
         "retryFailed": {"type": "boolean"},
         "timeout": {"type": "number", "exclusiveMinimum": 0},
@@ -31,7 +33,8 @@ _SPEC = {
         "rules": {"type": "object", "description": "table -> column -> {type, required, format, min, max, enum, "
                   "pattern, unique}"},
         "transforms": {"type": "object", "description": "table -> list of {rename|lowercase|trim|default|cast|drop}"},
-        "dedupe": {"type": "object", "description": "table -> {key: [columns], keep: first|last|reject}"},
+        "dedupe": {"type": "object", "description": "table -> {key: [columns], keep: first|last|reject|fix, "
+                   "againstTarget: bool}"},
         "csv": {"type": "object", "description": "delimiter, quote, escape, encoding, header, nullValues, types, …"},
         "name": {"type": "string"},
     },
@@ -142,8 +145,17 @@ def document() -> dict[str, object]:
                                     400, 404),
                             "parameters": [{"name": "table", "in": "query", "schema": {"type": "string"}},
                                            {"name": "format", "in": "query", "schema": {"enum": ["json", "csv"]}},
+                                           {"name": "layout", "in": "query", "schema": {"enum": ["rows", "summary"]}},
                                            {"name": "limit", "in": "query",
                                             "schema": {"type": "integer", "minimum": 1, "maximum": 1000000}}]}},
+        "verify": {"post": _verb("compare the target with the source minus the rejects: counts, and with deep "
+                                 "row checksums naming missing, extra and different keys; integrity (PostgreSQL)",
+                                 {"type": "object", "additionalProperties": False,
+                                  "properties": {"deep": {"type": "boolean"}, "sourceDB": _URL, "targetDB": _URL}},
+                                 _ok("{success, report: {ok, tables: [...]}}"), 400, 404, 409, 502)},
+        "report": {"get": {**_verb("the latest verification report, as JSON or Markdown", None,
+                                   _ok("{success, report} or text/markdown"), 400, 404),
+                           "parameters": [{"name": "format", "in": "query", "schema": {"enum": ["json", "md"]}}]}},
     }
     for name, ops in per_run.items():
         paths.update(_current_and_by_id(name, ops))

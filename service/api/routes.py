@@ -19,6 +19,7 @@ from service.core.errors import InvalidInput, NotFound, WrongState
 from service.quality.rejects import reject_json, rejects_csv, rows_csv
 from service.runs.manager import RunManager
 from service.store.base import MigrationRecord
+from service.verify.report import markdown
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 ID_PATTERN = r"[0-9]{8}-[0-9]{6}-[0-9a-f]+"  # migration ids (runs.migration.new_id); keeps /initialize a route
@@ -197,6 +198,31 @@ async def events(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
+async def verify(request: web.Request) -> web.Response:
+    data = await body(request)
+    unknown = sorted(set(data) - {"deep", "sourceDB", "targetDB"})
+    if unknown:
+        raise InvalidInput(f"verify takes deep (and sourceDB/targetDB when their passwords are masked), not "
+                           f"{', '.join(unknown)}", details={"field": unknown[0]})
+    deep = data.get("deep", False)
+    if not isinstance(deep, bool):
+        raise InvalidInput(f"deep must be true or false, not {deep!r}", details={"field": "deep"})
+    manager = request.app[MANAGER]
+    record = await manager.record(_id(request))
+    return ok({"migrationId": record.id, "report": await manager.verify(record.id, deep=deep, urls=_urls(data))})
+
+
+async def report(request: web.Request) -> web.Response:
+    fmt = request.query.get("format", "json")
+    if fmt not in ("json", "md"):
+        raise InvalidInput(f"query parameter 'format' must be json or md, not {fmt!r}", details={"field": "format"})
+    record, found = await request.app[MANAGER].report(_id(request))
+    if fmt == "md":
+        return web.Response(text=markdown(found, migration_id=record.id, source=record.source, target=record.target),
+                            content_type="text/markdown")
+    return ok({"migrationId": record.id, "report": found})
+
+
 def add_routes(app: web.Application) -> None:
     r = app.router
     r.add_get("/health", health)
@@ -216,5 +242,7 @@ def add_routes(app: web.Application) -> None:
         r.add_get(f"{prefix}/log", logs)
         r.add_delete(f"{prefix}/log", delete_logs)
         r.add_get(f"{prefix}/rejects", rejects)
+        r.add_post(f"{prefix}/verify", verify)
+        r.add_get(f"{prefix}/report", report)
     r.add_get(f"/api/migrations/{{id:{ID_PATTERN}}}", one)
 

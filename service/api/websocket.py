@@ -22,7 +22,16 @@ import orjson
 from aiohttp import WSMsgType, web
 
 from service.core.errors import InvalidInput, MigratorError
-from service.runs.events import BatchCommitted, Event, LogWritten, PlanMade, StatusChanged, TableFinished, TableStarted
+from service.runs.events import (
+    BatchCommitted,
+    Event,
+    LogWritten,
+    PlanMade,
+    ReportMade,
+    StatusChanged,
+    TableFinished,
+    TableStarted,
+)
 from service.store.base import LogEntry
 from service.store.rows import now
 
@@ -119,6 +128,8 @@ class Hub:
             self.broadcast(mid, "log", {"entry": log_json(event.entry)})
         elif isinstance(event, PlanMade):
             self.broadcast(mid, "plan", {"plan": event.plan})
+        elif isinstance(event, ReportMade):
+            self.broadcast(mid, "report", {"report": event.report})
 
     def broadcast(self, migration_id: str, kind: str, payload: dict[str, object], *, progress: bool = False) -> None:
         if not self.clients:

@@ -18,7 +18,9 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
+import orjson
 from rich.console import Console
 
 from service.core.batch import Reject
@@ -34,10 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="migrator", description="Move data between PostgreSQL, SQLite, CSV and MongoDB.")
     sub = p.add_subparsers(dest="command")
     run = sub.add_parser("run", help="run a migration headless, with progress bars (re-run to resume)")
-    run.add_argument("spec", nargs="?", type=Path, help="a YAML or JSON spec file")
-    run.add_argument("--source", help="source URL")
-    run.add_argument("--target", help="target URL")
-    run.add_argument("--tables", help="comma-separated tables (default: all)")
+    _spec_arguments(run)
     run.add_argument("--batch-size", type=int, dest="batchSize")
     run.add_argument("--parallel", type=int, dest="parallelBatches")
     run.add_argument("--mode", choices=["insert", "upsert", "replace"])
@@ -54,6 +53,16 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--rejects", type=Path, metavar="DIR",
                      help="when the run ends, write each table's rejected rows, whole, to DIR/<table>.csv with "
                           "a _migrator_error column; corrected, DIR loads again as a CSV source")
+    run.add_argument("--verify", choices=["counts", "deep", "off"],
+                     help="the verification at the end of the run (default: the spec's, else counts)")
+    plan = sub.add_parser("plan", help="show what a run would do: tables, counts, load order, target types, estimate")
+    _spec_arguments(plan)
+    plan.add_argument("--json", action="store_true", help="print the plan as JSON")
+    check = sub.add_parser("verify", help="verify the latest run of a spec: counts, and with --deep row checksums "
+                                          "naming missing, extra and different keys (exit 1 when not ok)")
+    _spec_arguments(check)
+    check.add_argument("--deep", action="store_true", help="compare every row (checksums), not only counts")
+    check.add_argument("--json", action="store_true", help="print the report as JSON, not Markdown")
     demo = sub.add_parser("demo", help="write demo CSV data (users, products, orders) into the data folder")
     demo.add_argument("--folder", type=Path, help="where to write (default: $MIGRATOR_DATA_DIR/demo)")
     serve = sub.add_parser("serve", help="start the HTTP service (default)")
@@ -62,9 +71,16 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _spec_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("spec", nargs="?", type=Path, help="a YAML or JSON spec file")
+    parser.add_argument("--source", help="source URL")
+    parser.add_argument("--target", help="target URL")
+    parser.add_argument("--tables", help="comma-separated tables (default: all)")
+
+
 def _spec(args: argparse.Namespace) -> MigrationSpec:
     overrides: dict[str, object] = {}
-    for key in ("source", "target", "batchSize", "parallelBatches", "mode", "onError", "timeout"):
+    for key in ("source", "target", "batchSize", "parallelBatches", "mode", "onError", "timeout", "verify"):
         value = getattr(args, key, None)
         if value is not None:
             overrides[key] = value
@@ -91,6 +107,58 @@ async def _dry_run(spec: MigrationSpec, endpoints: Endpoints, sample: int, conso
                      ", ".join(f"{k} {v}" for k, v in by_rule.items()) or "-", str(r["warnings"]))
     console.print(view)
     return 0
+
+
+async def _plan(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    from rich.table import Table
+
+    from service.plan.planner import make_plan
+
+    spec = _spec(args)
+    endpoints = resolve(spec, settings.data_dir)
+    plan = await make_plan(spec, endpoints.source, endpoints.target)
+    if args.json:
+        print(orjson.dumps(plan, option=orjson.OPT_INDENT_2).decode())
+        return 0
+    view = Table(title=f"Plan: {endpoints.source.masked} → {endpoints.target.masked}")
+    for col in ("#", "table", "records", "target", "depends on", "creates"):
+        view.add_column(col)
+    tables: dict[str, Any] = {str(t["name"]): t for t in plan["tables"]}  # type: ignore[attr-defined]
+    order: list[str] = plan["order"]  # type: ignore[assignment]
+    for i, name in enumerate(order, 1):
+        t = tables[name]
+        count = f"~{t['totalRecords']:,}" if t["countIsEstimate"] else f"{t['totalRecords']:,}"
+        view.add_row(str(i), name, count, str(t["target"]), ", ".join(t["dependsOn"]) or "-", str(t["create"]))
+    console.print(view)
+    for note in plan["orderNotes"]:  # type: ignore[attr-defined]
+        console.print(f"order: {note}", soft_wrap=True)
+    estimate = plan["estimate"]
+    assert isinstance(estimate, dict)
+    console.print(f"{plan['totalRecords']:,} records, about {plan['estimatedSeconds']} s "
+                  f"({estimate['rowsPerSecond']:,} rows/s, {estimate['method']})", soft_wrap=True)
+    return 0
+
+
+async def _verify(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    from service.runs.verification import verify_migration
+    from service.verify.report import markdown
+
+    spec = _spec(args)
+    endpoints = resolve(spec, settings.data_dir)
+    store = await open_state_store(settings.state_url)
+    try:
+        record = await store.find_latest(spec.fingerprint())
+        if record is None:
+            raise InvalidInput("no run of this spec in the state store: run it first (migrator run …)")
+        report = await verify_migration(store, record.id, spec, endpoints.source, endpoints.target, deep=args.deep)
+    finally:
+        await store.close()
+    if args.json:
+        print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+    else:
+        console.print(markdown(report, migration_id=record.id, source=endpoints.source.masked,
+                               target=endpoints.target.masked), markup=False, soft_wrap=True)
+    return 0 if report["ok"] else 1
 
 
 async def _run(args: argparse.Namespace, settings: Settings, console: Console) -> int:
@@ -168,11 +236,12 @@ def main(argv: list[str] | None = None) -> int:
         verbose = getattr(args, "verbose", False)
         logging.basicConfig(level=logging.INFO if verbose else logging.CRITICAL,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        if args.command == "run":
+        if args.command in ("run", "plan", "verify"):
             if args.spec is None and not (args.source and args.target):
                 print("error: give a spec file, or both --source and --target", file=sys.stderr)
                 return 2
-            return asyncio.run(_run(args, settings, console))
+            command = {"run": _run, "plan": _plan, "verify": _verify}[args.command]
+            return asyncio.run(command(args, settings, console))
         if args.command == "demo":
             from service.cli.demo import write_demo
 

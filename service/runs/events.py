@@ -53,7 +53,15 @@ class PlanMade:
     plan: dict[str, object]
 
 
-Event = StatusChanged | TableStarted | BatchCommitted | TableFinished | LogWritten | PlanMade
+@dataclass(frozen=True)
+class ReportMade:
+    """A verification report (service.verify) was made and saved."""
+
+    migration_id: str
+    report: dict[str, object]
+
+
+Event = StatusChanged | TableStarted | BatchCommitted | TableFinished | LogWritten | PlanMade | ReportMade
 Listener = Callable[[Event], None]
 
 

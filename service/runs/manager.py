@@ -26,10 +26,11 @@ from service.core.urls import EndpointUrl, lost_password, parse_url, storable
 from service.pipeline.progress import TableProgress
 from service.plan.planner import make_plan
 from service.runs.dryrun import dry_run
-from service.runs.events import Event, Listener, PlanMade, StatusChanged, notify
+from service.runs.events import Event, Listener, PlanMade, ReportMade, StatusChanged, notify
 from service.runs.migration import Endpoints, Migration, new_id
 from service.runs.spec import MigrationSpec
 from service.runs.summary import TableCounts, summarize
+from service.runs.verification import verify_migration
 from service.store.base import MigrationRecord, StateStore
 from service.store.rows import now
 
@@ -255,6 +256,31 @@ class RunManager:
         if record is None:
             raise NotFound(f"no migration with id {migration_id!r}")
         return record
+
+    async def verify(self, migration_id: str | None, *, deep: bool, urls: Mapping[str, str] | None = None
+                     ) -> dict[str, object]:
+        """Verify a migration that is not running (DESIGN.md §3 `verify`); the report is saved and
+        sent as a `report` event."""
+        record = await self.record(migration_id)
+        if record.status in RUNNING:
+            raise WrongState(f"migration {record.id} is {record.status}: verify it once it has stopped "
+                             "(pause is not enough: rows are still on their way)")
+        if record.status in ("initialized", "planned"):
+            raise WrongState(f"migration {record.id} is {record.status}: there is nothing to verify before it runs")
+        entry = self._entry(record, urls)
+        spec = entry.spec or self._stored_spec(record, entry)
+        endpoints = self._endpoints(spec)
+        report = await verify_migration(self.store, record.id, spec, endpoints.source, endpoints.target, deep=deep)
+        self._emit(ReportMade(record.id, report))
+        return report
+
+    async def report(self, migration_id: str | None) -> tuple[MigrationRecord, dict[str, object]]:
+        """The migration's latest verification report (404 when it has none)."""
+        record = await self.record(migration_id)
+        report = await self.store.report(record.id)
+        if report is None:
+            raise NotFound(f"migration {record.id} has no verification report yet: POST /api/migrations/verify")
+        return record, report
 
     def live(self, migration_id: str) -> Migration | None:
         entry = self._entries.get(migration_id)

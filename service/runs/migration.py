@@ -36,6 +36,7 @@ from service.runs.events import (
     Event,
     Listener,
     LogWritten,
+    ReportMade,
     StatusChanged,
     TableFinished,
     TableStarted,
@@ -43,6 +44,7 @@ from service.runs.events import (
 )
 from service.runs.spec import MigrationSpec
 from service.runs.summary import TableCounts, summarize
+from service.runs.verification import verify_migration
 from service.store.base import LogEntry, MigrationRecord, StateStore
 from service.store.rows import now
 
@@ -221,7 +223,32 @@ class Migration:
         failed = sum(p.failed for p in self.tables.values())
         await self._log("INFO", f"Migration completed: {sum(p.written for p in self.tables.values())} records "
                                 f"migrated, {failed} failed")
-        await self._finish_status("completed", None)
+        try:
+            if spec.verify != "off":
+                await self._verify(deep=spec.verify == "deep")
+        finally:  # every row is in: completed, whatever the verification found (it is in the report)
+            await asyncio.shield(self._finish_status("completed", None))
+
+    async def _verify(self, *, deep: bool) -> None:
+        """The verification at the end of a run (spec `verify`): its report is saved, sent as a
+        `report` event and summed up in the log. Its own failure is a warning, not the run's."""
+        await self._log("INFO", "Verifying: " + ("counts and row checksums" if deep else "counts"))
+        try:
+            report = await verify_migration(self.store, self.id, self.spec, self.endpoints.source,
+                                            self.endpoints.target, deep=deep)
+        except MigratorError as exc:
+            await self._log("WARNING", f"Verification could not run: {exc.message}", error=exc.message)
+            return
+        self._emit(ReportMade(self.id, report))
+        tables = report["tables"]
+        assert isinstance(tables, list)
+        if report["ok"]:
+            await self._log("INFO", f"Verification: OK — {len(tables)} table(s) match the source minus the rejects "
+                                    "(GET /api/migrations/report)")
+            return
+        for t in tables:
+            for problem in t.get("problems", []):
+                await self._log("WARNING", f"Verification: {t['name']}: {problem}", table=t["name"])
 
     async def _restore_progress(self, table: str) -> None:
         """The counts of a table a previous process completed."""

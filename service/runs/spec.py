@@ -131,7 +131,7 @@ class MigrationSpec:
         parallel = integer("parallelBatches", 3, 1, 32)
         parallel_tables = integer("parallelTables", 1, 1, 16)
         verify = d.get("verify", True)
-        if verify not in (True, False, "deep", "counts"):
+        if verify not in (True, False, "deep", "counts", "off"):
             problems.append(f"verify must be true (counts), \"deep\" (checksums too) or false, not {verify!r}")
             verify = True
         timeout = d.get("timeout", 30)
@@ -165,7 +165,7 @@ class MigrationSpec:
             batch_size=batch_size,
             parallel_batches=parallel,
             parallel_tables=parallel_tables,
-            verify="off" if verify is False else "deep" if verify == "deep" else "counts",
+            verify="off" if verify in (False, "off") else "deep" if verify == "deep" else "counts",
             validation=boolean("validation", True),
             retry_failed=boolean("retryFailed", True),
             timeout=float(timeout),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -79,6 +79,12 @@ class StateStore(Protocol):
         """Delete the migration's log entries; the number deleted."""
         ...
     async def rejects(self, migration_id: str, *, table: str | None = None, limit: int = 10_000) -> list[Reject]: ...
+    async def save_report(self, migration_id: str, report: Mapping[str, object]) -> None:
+        """Keep `report` as the migration's latest verification report."""
+        ...
+    async def report(self, migration_id: str) -> dict[str, object] | None:
+        """The migration's latest verification report, if it has one."""
+        ...
     async def count_rejects(self, migration_id: str, rule: str) -> dict[str, int]:
         """Per table, how many of the migration's rejects have `rule` (tables with none left out)."""
         ...

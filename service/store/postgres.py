@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 
 import asyncpg
+import orjson
 
 from service.core.batch import Checkpoint, Reject
 from service.core.errors import ConfigError, EndpointError, TransientError
@@ -87,6 +88,11 @@ CREATE TABLE IF NOT EXISTS {SCHEMA}.rejects (
   record text
 );
 ALTER TABLE {SCHEMA}.rejects ADD COLUMN IF NOT EXISTS record text;
+CREATE TABLE IF NOT EXISTS {SCHEMA}.reports (
+  migration_id text PRIMARY KEY,
+  created_at text NOT NULL,
+  report jsonb NOT NULL
+);
 CREATE INDEX IF NOT EXISTS rejects_migration ON {SCHEMA}.rejects (migration_id, table_name, id);
 """
 
@@ -274,6 +280,15 @@ class PostgresStateStore:
 
     async def rejects(self, migration_id: str, *, table: str | None = None, limit: int = 10_000) -> list[Reject]:
         return [stored.reject(r) for r in await self._fetch(_SELECT_REJECTS, migration_id, table or None, limit)]
+
+    async def save_report(self, migration_id: str, report: Mapping[str, object]) -> None:
+        await self._execute(f"INSERT INTO {SCHEMA}.reports (migration_id, created_at, report) VALUES ($1, $2, $3::jsonb)"
+                            " ON CONFLICT (migration_id) DO UPDATE SET created_at = excluded.created_at,"
+                            " report = excluded.report", migration_id, stored.now(), stored.to_json(report))
+
+    async def report(self, migration_id: str) -> dict[str, object] | None:
+        rows = await self._fetch(f"SELECT report::text FROM {SCHEMA}.reports WHERE migration_id = $1", migration_id)
+        return dict(orjson.loads(str(rows[0][0]))) if rows else None
 
     async def count_rejects(self, migration_id: str, rule: str) -> dict[str, int]:
         rows = await self._fetch(f"SELECT table_name, count(*) FROM {SCHEMA}.rejects"

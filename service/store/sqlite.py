@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+import orjson
 
 from service.core.batch import Checkpoint, Reject
 from service.core.sqlite_thread import SqliteDatabase
@@ -36,6 +38,8 @@ CREATE TABLE IF NOT EXISTS rejects (
   id INTEGER PRIMARY KEY AUTOINCREMENT, migration_id TEXT NOT NULL, table_name TEXT NOT NULL,
   row INTEGER, key TEXT, column_name TEXT, value TEXT, rule TEXT NOT NULL, message TEXT NOT NULL, record TEXT);
 CREATE INDEX IF NOT EXISTS rejects_migration ON rejects (migration_id, table_name, id);
+CREATE TABLE IF NOT EXISTS reports (
+  migration_id TEXT PRIMARY KEY, created_at TEXT NOT NULL, report TEXT NOT NULL);
 """
 
 
@@ -175,6 +179,17 @@ class SqliteStateStore:
         args.append(limit)
         rows = await self.db.run(lambda c: c.execute(sql, args).fetchall())
         return [stored.reject(r) for r in rows]
+
+    async def save_report(self, migration_id: str, report: Mapping[str, object]) -> None:
+        await self.db.run(lambda c: c.execute(
+            "INSERT INTO reports (migration_id, created_at, report) VALUES (?, ?, ?) ON CONFLICT (migration_id) "
+            "DO UPDATE SET created_at = excluded.created_at, report = excluded.report",
+            (migration_id, stored.now(), stored.to_json(report))))
+
+    async def report(self, migration_id: str) -> dict[str, object] | None:
+        row = await self.db.run(lambda c: c.execute(
+            "SELECT report FROM reports WHERE migration_id = ?", (migration_id,)).fetchone())
+        return None if row is None else dict(orjson.loads(str(row[0])))
 
     async def count_rejects(self, migration_id: str, rule: str) -> dict[str, int]:
         rows = await self.db.run(lambda c: c.execute(

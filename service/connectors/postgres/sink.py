@@ -44,6 +44,7 @@ class PostgresSink:
         self._timeout = timeout
         self._parallel = max(1, parallel)
         self._conn: asyncpg.Connection | None = None
+        self._lock = asyncio.Lock()  # tables opened at the same time take turns on the one connection
 
     async def _connection(self) -> asyncpg.Connection:
         if self._conn is None or self._conn.is_closed():
@@ -54,6 +55,10 @@ class PostgresSink:
         await self._connection()
 
     async def open_table(self, source: TableSchema, target_name: str, migration_id: str) -> PostgresTableWriter:
+        async with self._lock:
+            return await self._open_table(source, target_name, migration_id)
+
+    async def _open_table(self, source: TableSchema, target_name: str, migration_id: str) -> PostgresTableWriter:
         conn = await self._connection()
         await conn.execute(ledger.ddl())
         async with conn.transaction():
@@ -99,6 +104,10 @@ class PostgresSink:
 
     async def probe_write(self, source: TableSchema, data: pa.RecordBatch) -> float:
         """COPY into a temporary table (gone with the session's transaction, rolled back)."""
+        async with self._lock:
+            return await self._probe_write(source, data)
+
+    async def _probe_write(self, source: TableSchema, data: pa.RecordBatch) -> float:
         conn = await self._connection()
         payload = _csv_payload(data)
         started = time.monotonic()
@@ -120,6 +129,11 @@ class PostgresSink:
         """Each key is added NOT VALID (no scan, no lock on the rows), then validated: a key
         whose rows have orphans stays NOT VALID, reported, so the loaded data is kept either way.
         A key already there (a resumed run) is left as it is."""
+        async with self._lock:
+            return await self._add_foreign_keys(table, keys, migration_id)
+
+    async def _add_foreign_keys(self, table: str, keys: Sequence[ForeignKey],
+                                migration_id: str) -> list[tuple[str, str]]:
         conn = await self._connection()
         _, created = ledger.decode(await conn.fetchrow(ledger.load_sql(ledger.dollar), migration_id, table))
         if not created:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 
 import asyncpg
 import pyarrow as pa
@@ -20,7 +20,8 @@ from service.connectors.postgres import connection as pgc
 from service.connectors.postgres.copy_text import parse_copy_csv
 from service.connectors.postgres.types import arrow_type
 from service.core.batch import Batch, NativeFormat, NativePayload, Position
-from service.core.schema import Column, TableSchema
+from service.core.errors import EndpointError
+from service.core.schema import Column, ForeignKey, TableSchema
 from service.core.urls import EndpointUrl
 
 
@@ -79,6 +80,35 @@ class PostgresSource:
         n: int = await conn.fetchval(f"SELECT count(*) FROM {pgc.qualified(table)}")
         return n
 
+    async def duplicate_keys(self, table: str, key: Sequence[str], limit: int) -> tuple[int, list[str]]:
+        """(how many key values occur more than once in `table`, the first `limit` of them)."""
+        conn = await self._connection()
+        cols = ", ".join(map(pgc.quote_ident, key))
+        text = " || ',' || ".join(f"coalesce({pgc.quote_ident(k)}::text, 'NULL')" for k in key)
+        sql = (f"SELECT {text} AS k, count(*) OVER () AS n FROM {pgc.qualified(table)} "
+               f"WHERE {' AND '.join(f'{pgc.quote_ident(k)} IS NOT NULL' for k in key)} "
+               f"GROUP BY {cols} HAVING count(*) > 1 ORDER BY 1 LIMIT $1")
+        return await self._keys(conn, sql, limit, f"checking the keys of {table}")
+
+    async def _keys(self, conn: asyncpg.Connection, sql: str, limit: int, doing: str) -> tuple[int, list[str]]:
+        try:
+            rows = await conn.fetch(sql, limit)
+        except asyncpg.PostgresError as exc:
+            raise EndpointError(f"{doing} in PostgreSQL at {self.where}: {pgc.server_message(exc)}") from exc
+        return (int(rows[0]["n"]) if rows else 0), [str(r["k"]) for r in rows]
+
+    async def orphans(self, table: str, key: ForeignKey, limit: int) -> tuple[int, list[str]]:
+        """(how many rows of `table` reference a row `key.table` does not have, the first `limit`
+        of their referencing values)."""
+        conn = await self._connection()
+        child = [f"c.{pgc.quote_ident(c)}" for c in key.columns]
+        text = " || ',' || ".join(f"{c}::text" for c in child)
+        match = " AND ".join(f"p.{pgc.quote_ident(r)} = {c}" for r, c in zip(key.references, child))
+        sql = (f"SELECT {text} AS k, count(*) OVER () AS n FROM {pgc.qualified(table)} c "
+               f"WHERE {' AND '.join(f'{c} IS NOT NULL' for c in child)} "
+               f"AND NOT EXISTS (SELECT 1 FROM {pgc.qualified(key.table)} p WHERE {match}) ORDER BY 1 LIMIT $1")
+        return await self._keys(conn, sql, limit, f"checking foreign key {key.name} of {table}")
+
     def native_formats(self, schema: TableSchema) -> frozenset[NativeFormat]:
         return frozenset({NativeFormat.PG_BINARY, NativeFormat.CSV})
 
@@ -93,8 +123,8 @@ class PostgresSource:
     ) -> AsyncGenerator[Batch, None]:
         # One connection finds the ranges; READERS others COPY them, a range or two ahead of the
         # consumer, so the server works while we hand the previous batch on. Batches leave in order.
-        probe = await self._connection()
-        readers = await self._readers()
+        # All are this read's own, so that tables can be read at the same time.
+        *readers, probe = await self._readers(READERS + 1)
         ranges = _KeyRanges(schema) if schema.key else _PageRanges(schema, batch_size)
         select = (f"SELECT {', '.join(pgc.quote_ident(c) for c in schema.column_names)} "
                   f"FROM {pgc.qualified(schema.name)} WHERE ")
@@ -131,12 +161,12 @@ class PostgresSource:
             for _, task in ahead:
                 task.cancel()
             await asyncio.gather(*(t for _, t in ahead), return_exceptions=True)
-            for conn in readers:
+            for conn in (*readers, probe):
                 conn.terminate()
 
-    async def _readers(self) -> list[asyncpg.Connection]:
-        """READERS connections opened together; none is left open if any of them fails."""
-        tasks = [asyncio.ensure_future(pgc.connect(self.url, self._timeout)) for _ in range(READERS)]
+    async def _readers(self, n: int) -> list[asyncpg.Connection]:
+        """`n` connections opened together; none is left open if any of them fails."""
+        tasks = [asyncio.ensure_future(pgc.connect(self.url, self._timeout)) for _ in range(n)]
         try:
             return list(await asyncio.gather(*tasks))
         except BaseException:

@@ -1,0 +1,1 @@
+"""Verification: proof that the target holds the source's rows minus the reported rejects."""
