@@ -48,7 +48,7 @@ async def migrate(http: aiohttp.ClientSession, base: str, source: str, target: s
             return data
 
     await post("/api/migrations/initialize", {"sourceDB": source, "targetDB": target})
-    await post("/api/migrations/plan", {"tables": ["users"], "batchSize": 5000})
+    await post("/api/migrations/plan", {"tables": ["users"], "batchSize": 5000, "verify": False})
     await post("/api/migrations/execute", {}, 202)
     while True:
         await asyncio.sleep(0.2)

@@ -108,6 +108,7 @@ class Hub:
         self._last_progress: dict[str, float] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._last_batch_log: dict[str, float] = {}
+        self._reports: dict[str, dict[str, object]] = {}  # a run's verification, until its final status
 
     # -- from the runs (synchronous, never waits) -----------------------------------------------
     def on_event(self, event: Event) -> None:
@@ -119,7 +120,7 @@ class Hub:
             self.broadcast(mid, "status", {"status": event.status, "error": event.error})
             if event.status in FINAL:
                 summary = self._summary_of(mid)
-                self.broadcast(mid, "report", {"summary": summary})
+                self.broadcast(mid, "report", {"summary": summary, "report": self._reports.pop(mid, None)})
                 self._last_progress.pop(mid, None)
                 self._last_batch_log.pop(mid, None)
         elif isinstance(event, LogWritten):
@@ -129,7 +130,10 @@ class Hub:
         elif isinstance(event, PlanMade):
             self.broadcast(mid, "plan", {"plan": event.plan})
         elif isinstance(event, ReportMade):
-            self.broadcast(mid, "report", {"report": event.report})
+            if event.in_run:
+                self._reports[mid] = event.report
+            else:
+                self.broadcast(mid, "report", {"summary": self._summary_of(mid), "report": event.report})
 
     def broadcast(self, migration_id: str, kind: str, payload: dict[str, object], *, progress: bool = False) -> None:
         if not self.clients:

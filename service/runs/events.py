@@ -59,6 +59,9 @@ class ReportMade:
 
     migration_id: str
     report: dict[str, object]
+    # Made by the run itself, before its final status: watchers get it with that status (the
+    # final `report` event carries the summary and this report); else sent at once.
+    in_run: bool = False
 
 
 Event = StatusChanged | TableStarted | BatchCommitted | TableFinished | LogWritten | PlanMade | ReportMade

@@ -239,7 +239,7 @@ class Migration:
         except MigratorError as exc:
             await self._log("WARNING", f"Verification could not run: {exc.message}", error=exc.message)
             return
-        self._emit(ReportMade(self.id, report))
+        self._emit(ReportMade(self.id, report, in_run=True))
         tables = report["tables"]
         assert isinstance(tables, list)
         if report["ok"]:
