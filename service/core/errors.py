@@ -10,7 +10,8 @@
     ├── ConfigError               bad settings at start-up
     ├── EndpointError (502)       a database or file could not be used
     │   ├── TransientError        worth retrying: connection reset, timeout, serialization failure
-    │   └── TerminalError         retrying will not help: auth failure, missing permission, disk full
+    │   ├── TerminalError         retrying will not help: auth failure, missing permission, disk full
+    │   └── RetriesExhausted      a transient failure that outlasted every retry
     ├── RejectLimit (422)         more rows rejected than the spec's maxErrors allows
     └── PipelineError             a stage failed; `__cause__` holds the original error
 
@@ -78,6 +79,12 @@ class TransientError(EndpointError):
 
 class TerminalError(EndpointError):
     code = "terminal_error"
+
+
+class RetriesExhausted(EndpointError):
+    """A transient failure that outlasted every retry (spec `retryFailed`)."""
+
+    code = "retries_exhausted"
 
 
 class RejectLimit(MigratorError):

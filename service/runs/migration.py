@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 import uuid
 from dataclasses import dataclass, replace
@@ -19,8 +20,9 @@ import pyarrow as pa
 
 from service.connectors.base import Sink, Source, TableWriter
 from service.connectors.registry import open_sink, open_source
+from service.connectors.transient import is_transient
 from service.core.batch import Batch, Checkpoint, NativeFormat, Reject
-from service.core.errors import InvalidInput, MigratorError, PipelineError, RejectLimit
+from service.core.errors import InvalidInput, MigratorError, PipelineError, RejectLimit, RetriesExhausted
 from service.core.schema import TableSchema
 from service.core.urls import EndpointUrl, parse_url
 from service.pipeline.gate import Gate
@@ -211,8 +213,7 @@ class Migration:
             raise
         except Exception as exc:
             cause = first_cause(exc)
-            message = cause.message if isinstance(cause, MigratorError) else f"{type(cause).__name__}: {cause}"
-            message = self.endpoints.target.redact(self.endpoints.source.redact(message))
+            message = self._reason(cause)
             await self._log("ERROR", f"Migration failed: {message}", error=message)
             await self._finish_status("failed", message)
             if isinstance(cause, MigratorError):
@@ -262,17 +263,51 @@ class Migration:
         """The tables of one level of the load order: `parallelTables` of them at a time."""
         if self.spec.parallel_tables <= 1 or len(schemas) <= 1:
             for schema in schemas:
-                await self._run_table(source, sink, schema)
+                await self._run_table_retrying(source, sink, schema)
             return
         slots = asyncio.Semaphore(self.spec.parallel_tables)
 
         async def one(schema: TableSchema) -> None:
             async with slots:
-                await self._run_table(source, sink, schema)
+                await self._run_table_retrying(source, sink, schema)
 
         async with asyncio.TaskGroup() as group:
             for schema in schemas:
                 group.create_task(one(schema))
+
+    async def _run_table_retrying(self, source: Source, sink: Sink, schema: TableSchema) -> None:
+        """Run a table; after a transient failure (a connection reset, a timeout, a failover …)
+        run it again from its last checkpoint — exactly as a resume would — up to
+        `retryFailed.attempts` times, waiting `backoff` × 2^(n-1) seconds (at most `maxBackoff`,
+        with jitter) before the n-th. A terminal failure, or the last one, fails the run."""
+        spec = self.spec
+        attempt = 0
+        while True:
+            try:
+                await self._run_table(source, sink, schema)
+                return
+            except Exception as exc:
+                cause = first_cause(exc)
+                if not spec.retry_failed or not is_transient(cause):
+                    raise
+                attempt += 1
+                reason = self._reason(cause)
+                if attempt > spec.retry_attempts:
+                    raise RetriesExhausted(f"{schema.name}: {reason} (still failing after {spec.retry_attempts} "
+                                           "retries; the checkpoint is kept, resume when the database is back)"
+                                           ) from cause
+                delay = min(spec.retry_max_backoff, spec.retry_backoff * 2 ** (attempt - 1)) * random.uniform(0.5, 1)
+                await self._log("WARNING", f"Table {schema.name}: {reason}; retrying from the last checkpoint in "
+                                           f"{delay:.1f} s (retry {attempt} of {spec.retry_attempts})",
+                                table=schema.name, error=reason)
+                await asyncio.sleep(delay)
+
+    def _reason(self, cause: BaseException) -> str:
+        """A failure's message for people, without passwords."""
+        if isinstance(cause, TimeoutError) and not str(cause):
+            return f"TimeoutError: no answer from the database within {self.spec.timeout:g} s (spec timeout)"
+        message = cause.message if isinstance(cause, MigratorError) else f"{type(cause).__name__}: {cause}"
+        return self.endpoints.target.redact(self.endpoints.source.redact(message))
 
     async def _add_foreign_keys(self, sink: Sink, schemas: list[TableSchema]) -> None:
         """The source's foreign keys between the tables, named as in the target, once all are

@@ -39,7 +39,10 @@ class MigrationSpec:
     parallel_tables: int = 1  # tables of one level of the load order (plan.order) loaded at once
     verify: Literal["off", "counts", "deep"] = "counts"  # the verification at the end of a run
     validation: bool = True
-    retry_failed: bool = True
+    retry_failed: bool = True  # transient errors: the table starts again from its checkpoint …
+    retry_attempts: int = 5  # … at most this many times per table
+    retry_backoff: float = 0.5  # seconds before the first retry, doubled each time (with jitter) …
+    retry_max_backoff: float = 30.0  # … up to this
     timeout: float = 30.0
     mode: Mode = "insert"
     on_error: OnError = "reject"
@@ -156,6 +159,7 @@ class MigrationSpec:
         except InvalidSpec as exc:
             problems.extend(exc.problems)
         max_errors, max_percent = _max_errors(d.get("maxErrors"), problems)
+        retry = _retry(d.get("retryFailed", True), problems)
         sample = integer("sample", 1000, 1, 1_000_000) if "sample" in d else 0
         spec = cls(
             source=str(d.get("source", "")).strip(),
@@ -167,7 +171,10 @@ class MigrationSpec:
             parallel_tables=parallel_tables,
             verify="off" if verify in (False, "off") else "deep" if verify == "deep" else "counts",
             validation=boolean("validation", True),
-            retry_failed=boolean("retryFailed", True),
+            retry_failed=retry[0],
+            retry_attempts=retry[1],
+            retry_backoff=retry[2],
+            retry_max_backoff=retry[3],
             timeout=float(timeout),
             mode=choice("mode", "insert", MODES),  # type: ignore[arg-type]
             on_error=choice("onError", "reject", ON_ERROR),  # type: ignore[arg-type]
@@ -184,6 +191,27 @@ class MigrationSpec:
         if problems:
             raise InvalidSpec(problems)
         return spec
+
+
+def _retry(raw: object, problems: list[str]) -> tuple[bool, int, float, float]:
+    """`retryFailed: true | false | {attempts: 5, backoff: 0.5, maxBackoff: 30}`."""
+    if isinstance(raw, bool):
+        return raw, 5, 0.5, 30.0
+    if not isinstance(raw, Mapping):
+        problems.append(f"retryFailed must be true, false or {{attempts, backoff, maxBackoff}}, not {raw!r}")
+        return True, 5, 0.5, 30.0
+    unknown = sorted(set(raw) - {"attempts", "backoff", "maxBackoff"})
+    if unknown:
+        problems.append(f"retryFailed has no option {', '.join(unknown)} (use attempts, backoff, maxBackoff)")
+    attempts, backoff, most = raw.get("attempts", 5), raw.get("backoff", 0.5), raw.get("maxBackoff", 30.0)
+    if isinstance(attempts, bool) or not isinstance(attempts, int) or not 0 <= attempts <= 100:
+        problems.append(f"retryFailed.attempts must be a whole number from 0 to 100, not {attempts!r}")
+        attempts = 5
+    for name, value in (("backoff", backoff), ("maxBackoff", most)):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 3600:
+            problems.append(f"retryFailed.{name} must be a number of seconds from 0 to 3600, not {value!r}")
+    ok = all(isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v <= 3600 for v in (backoff, most))
+    return attempts > 0, int(attempts), float(backoff) if ok else 0.5, float(most) if ok else 30.0
 
 
 def _max_errors(raw: object, problems: list[str]) -> tuple[int | None, float | None]:

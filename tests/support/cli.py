@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -91,3 +92,78 @@ async def kill_half_way_and_rerun(cli: Cli, args: tuple[str, ...], committed: Ca
     assert result.returncode == 0, result.stderr
     assert "Resuming" in result.stdout
     return result
+
+
+
+@dataclass(frozen=True)
+class Kill:
+    """One `kill -9` of `kill_many`: where it was aimed and what the target held once the process was gone."""
+
+    attempt: int
+    kind: str  # "early": `delay` s after the start; "mid": `delay` s after this run's first commit reaching `aim`
+    delay: float
+    aim: int  # the row count this run was to reach before its kill ("early": at the latest)
+    before: int  # rows committed when this run started
+    after: int  # rows committed once the killed process was gone
+    seconds: float  # how long the killed process ran
+
+    def mid_run(self, total: int) -> bool:
+        """Killed with some but not all of the `total` rows in the target."""
+        return 0 < self.after < total
+
+    def __str__(self) -> str:
+        return (f"kill {self.attempt}: {self.kind} +{self.delay:.3f}s (aim {self.aim}), ran {self.seconds:.3f}s, "
+                f"rows {self.before} -> {self.after}")
+
+
+async def kill_many(cli: Cli, args: tuple[str, ...], committed: Callable[[], Awaitable[int]], *, total: int,
+                    kills: int, rng: random.Random, early: tuple[float, float] = (0.05, 0.6),
+                    extra: tuple[float, float] = (0.0, 0.01), early_share: float = 0.3,
+                    timeout: float = 60) -> list[Kill]:
+    """`kill -9` of `migrator ARGS` `kills` times, the same command started again after each (so that
+    it resumes), at moments drawn from `rng`. Each run aims at a random row count `aim` within the
+    next 1/(kills left + 1) of the `total` rows still to copy, so that the kills spread over the whole
+    migration. About `early_share` of the kills are "early": a random `early` s after the start (while
+    the process starts, resumes, or writes its first batches), at the latest once `committed()`
+    reaches `aim`; the others "mid": a random `extra` s after this run's first commit that reaches
+    `aim` (between or amid batches). Every SIGKILL lands on a live process: the test fails when a run
+    ends by itself first (an error, or the migration completed — then use more rows or smaller
+    batches). Returns the kills, each printed as it happens; the caller then runs the command to the
+    end and checks the target."""
+    n_early = min(kills, max(1, round(kills * early_share))) if kills > 1 else 0
+    kinds = ["early"] * n_early + ["mid"] * (kills - n_early)
+    rng.shuffle(kinds)
+    loop = asyncio.get_running_loop()
+    done: list[Kill] = []
+    for attempt, kind in enumerate(kinds, 1):
+        before = await committed()
+        aim = before + 1 + int(rng.random() * (total - before) / (kills - attempt + 2))
+        delay = rng.uniform(*early) if kind == "early" else rng.uniform(*extra)
+        started = loop.time()
+        proc = await cli.start(*args)
+        try:
+            async with asyncio.timeout(timeout):
+                deadline = started + delay if kind == "early" else None
+                while (proc.returncode is None and (deadline is None or loop.time() < deadline)
+                       and await committed() < aim):
+                    await asyncio.sleep(0.002)
+                if kind == "mid" and proc.returncode is None:
+                    try:
+                        async with asyncio.timeout(delay):
+                            await proc.wait()
+                    except TimeoutError:
+                        pass
+        finally:
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGKILL)
+            await proc.wait()
+        seconds = loop.time() - started
+        if proc.returncode != -signal.SIGKILL:
+            out, err = cli.output()
+            pytest.fail(f"kill {attempt} ({kind} +{delay:.3f}s, aim {aim}) did not land: migrator ended by itself "
+                        f"with exit {proc.returncode} after {seconds:.3f}s (rows {before} -> {await committed()}); "
+                        f"a completed run needs more rows or smaller batches\n{out[-2000:]}\n{err[-4000:]}")
+        kill = Kill(attempt, kind, delay, aim, before, await committed(), seconds)
+        print(kill)
+        done.append(kill)
+    return done

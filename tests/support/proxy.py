@@ -100,3 +100,51 @@ class CuttingProxy(Proxy):
     def cut(self) -> None:
         self.cuts += 1
         self._drop()
+
+
+class StallingProxy(Proxy):
+    """`proxy.stall()`: the connections open now stop passing bytes, without closing — a dead
+    network or a hung server as the client sees it. Connections made after still work."""
+
+    def __init__(self, host: str, port: int) -> None:
+        super().__init__(host, port)
+        self._generation = 0
+        self.stalls = 0
+
+    async def __aenter__(self) -> StallingProxy:
+        await super().__aenter__()
+        return self
+
+    def stall(self) -> None:
+        self.stalls += 1
+        self._generation += 1
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                     up_reader: asyncio.StreamReader, up_writer: asyncio.StreamWriter) -> None:
+        born = self._generation
+
+        def alive(chunk: bytes) -> bool:
+            return self._generation == born
+
+        await asyncio.gather(pipe(reader, up_writer, alive), pipe(up_reader, writer, alive), return_exceptions=True)
+
+
+class ClosingProxy(CuttingProxy):
+    """`proxy.close_for_good()`: every connection is cut and new ones are refused — a database
+    that is gone."""
+
+    def __init__(self, host: str, port: int) -> None:
+        super().__init__(host, port)
+        self.closed = False
+
+    async def __aenter__(self) -> ClosingProxy:
+        await super().__aenter__()
+        return self
+
+    def close_for_good(self) -> None:
+        self.closed = True
+        self.cut()
+
+    async def _before_connect(self) -> None:
+        if self.closed:
+            raise ConnectionRefusedError("closed for good")

@@ -32,12 +32,14 @@ def describe(url: EndpointUrl) -> str:
     return f"{parts.hostname or 'localhost'}:{parts.port or 5432}/{db}"
 
 
-async def connect(url: EndpointUrl, timeout: float) -> asyncpg.Connection:
-    """A connection, or an EndpointError that says what went wrong and where."""
+async def connect(url: EndpointUrl, timeout: float, *, command_timeout: float | None = None) -> asyncpg.Connection:
+    """A connection, or an EndpointError that says what went wrong and where. `command_timeout`:
+    the seconds each statement may take on it (None: no limit) — a dead server or network is
+    then noticed in that time, as a TimeoutError, never a hang."""
     where = describe(url)
     try:
         conn: asyncpg.Connection = await asyncpg.connect(
-            url.secret_url, timeout=timeout, server_settings=SESSION_SETTINGS, command_timeout=None
+            url.secret_url, timeout=timeout, server_settings=SESSION_SETTINGS, command_timeout=command_timeout
         )
     except asyncpg.InvalidPasswordError:
         raise TerminalError(f"PostgreSQL at {where}: authentication failed") from None

@@ -30,7 +30,7 @@ from service.connectors.postgres import connection as pgc
 from service.connectors.postgres.types import arrow_type, binary_encodable, pg_type_for
 from service.core.arrow_text import printable
 from service.core.batch import Batch, Checkpoint, NativeFormat, NativePayload, Reject
-from service.core.errors import EndpointError, InvalidInput
+from service.core.errors import EndpointError, InvalidInput, TerminalError
 from service.core.schema import Column, ForeignKey, Index, TableSchema
 from service.core.urls import EndpointUrl
 
@@ -48,15 +48,33 @@ class PostgresSink:
 
     async def _connection(self) -> asyncpg.Connection:
         if self._conn is None or self._conn.is_closed():
-            self._conn = await pgc.connect(self.url, self._timeout)
+            # Statements on it (creating tables, the ledger) take `timeout` at most: a stalled
+            # network fails them, and the connection is replaced (_drop_connection).
+            self._conn = await pgc.connect(self.url, self._timeout, command_timeout=self._timeout)
         return self._conn
+
+    def _drop_connection(self) -> None:
+        """After a failure on the shared connection: it may be dead or stalled; the next use
+        opens a new one."""
+        if self._conn is not None:
+            self._conn.terminate()
+            self._conn = None
 
     async def check(self) -> None:
         await self._connection()
 
     async def open_table(self, source: TableSchema, target_name: str, migration_id: str) -> PostgresTableWriter:
         async with self._lock:
-            return await self._open_table(source, target_name, migration_id)
+            try:
+                return await self._open_table(source, target_name, migration_id)
+            except asyncpg.PostgresError as exc:
+                self._drop_connection()
+                kind = TerminalError if isinstance(exc, asyncpg.InsufficientPrivilegeError) else EndpointError
+                raise kind(f"preparing table {target_name!r} in PostgreSQL at {self.where}: "
+                           f"{pgc.server_message(exc)}") from exc
+            except BaseException:
+                self._drop_connection()
+                raise
 
     async def _open_table(self, source: TableSchema, target_name: str, migration_id: str) -> PostgresTableWriter:
         conn = await self._connection()
@@ -96,6 +114,9 @@ class PostgresSink:
             # a batch's rows together with its ledger row, and resuming trusts the ledger. The
             # run's last commit (finish) is synchronous, which flushes every earlier one too.
             server_settings={**pgc.SESSION_SETTINGS, "synchronous_commit": "off"},
+            # A batch's statements may take `timeout` seconds each: a stalled network or server
+            # fails the batch (a retry resumes from the checkpoint), never hangs the run.
+            command_timeout=self._timeout,
         )
         return PostgresTableWriter(self, pool, schema, source, migration_id, created)
 
@@ -105,7 +126,11 @@ class PostgresSink:
     async def probe_write(self, source: TableSchema, data: pa.RecordBatch) -> float:
         """COPY into a temporary table (gone with the session's transaction, rolled back)."""
         async with self._lock:
-            return await self._probe_write(source, data)
+            try:
+                return await self._probe_write(source, data)
+            except BaseException:
+                self._drop_connection()
+                raise
 
     async def _probe_write(self, source: TableSchema, data: pa.RecordBatch) -> float:
         conn = await self._connection()
@@ -130,7 +155,11 @@ class PostgresSink:
         whose rows have orphans stays NOT VALID, reported, so the loaded data is kept either way.
         A key already there (a resumed run) is left as it is."""
         async with self._lock:
-            return await self._add_foreign_keys(table, keys, migration_id)
+            try:
+                return await self._add_foreign_keys(table, keys, migration_id)
+            except BaseException:
+                self._drop_connection()
+                raise
 
     async def _add_foreign_keys(self, table: str, keys: Sequence[ForeignKey],
                                 migration_id: str) -> list[tuple[str, str]]:
@@ -151,7 +180,8 @@ class PostgresSink:
                 notes.append(("WARNING", f"{what} not added: {pgc.server_message(exc)}"))
                 continue
             try:
-                await conn.execute(f"ALTER TABLE {pgc.qualified(table)} VALIDATE CONSTRAINT {pgc.quote_ident(key.name)}")
+                await conn.execute(f"ALTER TABLE {pgc.qualified(table)} VALIDATE CONSTRAINT {pgc.quote_ident(key.name)}",
+                                   timeout=_BUILD_TIMEOUT)
             except asyncpg.PostgresError as exc:
                 notes.append(("WARNING", f"{what} added but NOT VALID, the rows break it: {pgc.server_message(exc)}"))
                 continue
@@ -195,6 +225,9 @@ def _foreign_key_sql(table: str, key: ForeignKey) -> str:
     return (f"ALTER TABLE {pgc.qualified(table)} ADD CONSTRAINT {pgc.quote_ident(key.name)} FOREIGN KEY ({cols}) "
             f"REFERENCES {pgc.qualified(key.table)} ({refs}) ON DELETE {key.on_delete} ON UPDATE {key.on_update}"
             + (" DEFERRABLE INITIALLY DEFERRED" if key.deferrable else "") + " NOT VALID")
+
+
+_BUILD_TIMEOUT = 24 * 3600.0  # building a key or an index over the whole table is not one batch's statement
 
 
 class _RollBack(Exception):
@@ -339,7 +372,8 @@ class PostgresTableWriter:
                 async with conn.transaction():
                     await conn.execute("SET LOCAL synchronous_commit = on")
                     if add_key:
-                        await conn.execute(f"ALTER TABLE {pgc.qualified(self.schema.name)} ADD PRIMARY KEY ({cols})")
+                        await conn.execute(f"ALTER TABLE {pgc.qualified(self.schema.name)} ADD PRIMARY KEY ({cols})",
+                                           timeout=_BUILD_TIMEOUT)
                     await conn.execute(ledger.touch_sql(ledger.dollar), self._migration_id, self.schema.name)
             except asyncpg.PostgresError as exc:
                 what = f"adding the primary key ({cols}) to" if add_key else "the final commit of"
@@ -351,13 +385,17 @@ class PostgresTableWriter:
                 if not all(name in self.schema.column_names for name, _ in index.fields):
                     continue  # a column a transform dropped or renamed
                 try:
-                    await conn.execute(_index_sql(index, self.schema.name))
+                    await conn.execute(_index_sql(index, self.schema.name), timeout=_BUILD_TIMEOUT)
                 except asyncpg.PostgresError as exc:
                     warnings.append(f"{self.schema.name}: index {index.name} not created: {pgc.server_message(exc)}")
             return warnings
 
     async def close(self) -> None:
-        await self._pool.close()
+        try:  # a connection a stalled network holds would keep a graceful close waiting
+            async with asyncio.timeout(self._sink._timeout):
+                await self._pool.close()
+        except TimeoutError:
+            self._pool.terminate()
 
 
 def _encode(encoder: pgpq.ArrowToPostgresBinaryEncoder, batch: pa.RecordBatch) -> list[bytes]:

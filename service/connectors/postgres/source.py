@@ -166,7 +166,9 @@ class PostgresSource:
 
     async def _readers(self, n: int) -> list[asyncpg.Connection]:
         """`n` connections opened together; none is left open if any of them fails."""
-        tasks = [asyncio.ensure_future(pgc.connect(self.url, self._timeout)) for _ in range(n)]
+        # Each range's COPY may take `timeout` seconds: a stalled network fails the read, never hangs it.
+        tasks = [asyncio.ensure_future(pgc.connect(self.url, self._timeout, command_timeout=self._timeout))
+                 for _ in range(n)]
         try:
             return list(await asyncio.gather(*tasks))
         except BaseException:
@@ -195,7 +197,7 @@ async def _copy(conn: asyncpg.Connection, query: str, args: list[object], fmt: s
     async def collect(data: bytes) -> None:
         chunks.append(data)
 
-    status = await conn.copy_from_query(query, *args, output=collect, format=fmt, timeout=None)
+    status = await conn.copy_from_query(query, *args, output=collect, format=fmt)  # the connection's timeout
     return chunks, int(str(status).rsplit(" ", 1)[-1])
 
 
