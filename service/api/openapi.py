@@ -153,6 +153,9 @@ def document() -> dict[str, object]:
                                  {"type": "object", "additionalProperties": False,
                                   "properties": {"deep": {"type": "boolean"}, "sourceDB": _URL, "targetDB": _URL}},
                                  _ok("{success, report: {ok, tables: [...]}}"), 400, 404, 409, 502)},
+        "rollback": {"post": _verb("return the target to its state before the run: drop what it created, delete "
+                                   "what it inserted, restore what it overwrote; again to finish an interrupted one",
+                                   _RESUME, _ok("{success, status}"), 400, 404, 409, 502)},
         "report": {"get": {**_verb("the latest verification report, as JSON or Markdown", None,
                                    _ok("{success, report} or text/markdown"), 400, 404),
                            "parameters": [{"name": "format", "in": "query", "schema": {"enum": ["json", "md"]}}]}},

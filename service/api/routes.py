@@ -212,6 +212,10 @@ async def verify(request: web.Request) -> web.Response:
     return ok({"migrationId": record.id, "report": await manager.verify(record.id, deep=deep, urls=_urls(data))})
 
 
+async def rollback(request: web.Request) -> web.Response:
+    return await _control(request, lambda m, mid, data: m.rollback(mid, _urls(data)))
+
+
 async def report(request: web.Request) -> web.Response:
     fmt = request.query.get("format", "json")
     if fmt not in ("json", "md"):
@@ -243,6 +247,7 @@ def add_routes(app: web.Application) -> None:
         r.add_delete(f"{prefix}/log", delete_logs)
         r.add_get(f"{prefix}/rejects", rejects)
         r.add_post(f"{prefix}/verify", verify)
+        r.add_post(f"{prefix}/rollback", rollback)
         r.add_get(f"{prefix}/report", report)
     r.add_get(f"/api/migrations/{{id:{ID_PATTERN}}}", one)
 

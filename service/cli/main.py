@@ -63,6 +63,10 @@ def _parser() -> argparse.ArgumentParser:
     _spec_arguments(check)
     check.add_argument("--deep", action="store_true", help="compare every row (checksums), not only counts")
     check.add_argument("--json", action="store_true", help="print the report as JSON, not Markdown")
+    undo = sub.add_parser("rollback", help="return the target to its state before a migration's run (by id; "
+                                           "`migrator` lists ids in its output, the API in GET /api/migrations)")
+    undo.add_argument("id", help="the migration id, e.g. 20261125-193129-4ba252")
+    undo.add_argument("--target", help="the target URL again, when the stored one had a literal password")
     demo = sub.add_parser("demo", help="write demo CSV data (users, products, orders) into the data folder")
     demo.add_argument("--folder", type=Path, help="where to write (default: $MIGRATOR_DATA_DIR/demo)")
     serve = sub.add_parser("serve", help="start the HTTP service (default)")
@@ -161,6 +165,33 @@ async def _verify(args: argparse.Namespace, settings: Settings, console: Console
     return 0 if report["ok"] else 1
 
 
+async def _rollback(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    from service.core.urls import lost_password
+    from service.runs.rollback import roll_back
+
+    store = await open_state_store(settings.state_url)
+    try:
+        record = await store.get_migration(args.id)
+        if record is None:
+            raise InvalidInput(f"no migration with id {args.id!r} in {settings.state_url}")
+        target = args.target or str(record.spec.get("target", ""))
+        if lost_password(target):
+            raise InvalidInput("the stored target URL had a literal password, which is not kept: give it again "
+                               "with --target URL")
+        options = {k: v for k, v in record.spec.items() if k not in ("source", "target")}
+        spec = MigrationSpec.from_dict({"source": str(record.spec.get("source", "")), "target": target, **options})
+        endpoints = resolve(spec, settings.data_dir)
+        console.print(f"Rolling back migration {record.id} ({record.status}) in {endpoints.target.masked} …",
+                      soft_wrap=True)
+        done = await roll_back(store, record, spec, endpoints.target)
+    finally:
+        await store.close()
+    for line in done or ["nothing of this run was in the target"]:
+        console.print(f"  {line}", soft_wrap=True, markup=False)
+    console.print(f"Migration {record.id} is rolled_back.")
+    return 0
+
+
 async def _run(args: argparse.Namespace, settings: Settings, console: Console) -> int:
     spec = _spec(args)
     endpoints = resolve(spec, settings.data_dir)
@@ -242,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
             command = {"run": _run, "plan": _plan, "verify": _verify}[args.command]
             return asyncio.run(command(args, settings, console))
+        if args.command == "rollback":
+            return asyncio.run(_rollback(args, settings, console))
         if args.command == "demo":
             from service.cli.demo import write_demo
 

@@ -104,6 +104,12 @@ class Sink(Protocol):
         """Find or create the target table for `source` and return its writer."""
         ...
 
+    async def rollback(self, migration_id: str) -> list[str]:
+        """Return the target to its state before migration `migration_id`: drop what it created,
+        delete what it inserted, restore what it overwrote. Safe to run again (an interrupted
+        rollback finishes). Returns what was done, for the log."""
+        ...
+
     def column_types(self, source: TableSchema) -> list[tuple[str, str]]:
         """(column, the target's type for it) of a table this sink would create for `source`."""
         ...

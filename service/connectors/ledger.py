@@ -96,3 +96,42 @@ def decode(row: Sequence[object] | None) -> tuple[Checkpoint | None, bool]:
         Checkpoint(orjson.loads(str(position)), int(str(written)), int(str(failed)), int(str(batches))),
         bool(created),
     )
+
+
+# -- what a run wrote into tables it did not create, so that a rollback can take it out again ----
+
+WRITES = "_migrator_writes"
+
+
+def writes_ddl(text_type: str = "text") -> str:
+    """One row per batch a run committed into a table it did not create, written in the batch's
+    own transaction: it says which rows are the batch's (PostgreSQL: the row's own xmin, shared
+    with the rows COPY wrote in the same subtransaction; SQLite: `mark` is the batch's rowid
+    range, `first:last`)."""
+    return (f"CREATE TABLE IF NOT EXISTS {WRITES} (migration_id {text_type} NOT NULL,"
+            f" table_name {text_type} NOT NULL, mark {text_type} NOT NULL)")
+
+
+def add_write_sql(ph: Placeholder, mark: str) -> str:
+    """Insert a write mark; `mark` is the SQL expression that computes it."""
+    return f"INSERT INTO {WRITES} (migration_id, table_name, mark) VALUES ({ph(1)}, {ph(2)}, {mark})"
+
+
+def tables_sql(ph: Placeholder) -> str:
+    """The tables a migration wrote, and whether it created them."""
+    return f"SELECT table_name, created FROM {TABLE} WHERE migration_id = {ph(1)} ORDER BY table_name"
+
+
+def marks_sql(ph: Placeholder) -> str:
+    return f"SELECT mark FROM {WRITES} WHERE migration_id = {ph(1)} AND table_name = {ph(2)}"
+
+
+def xmin_marks_sql() -> str:
+    """PostgreSQL: the transaction ids of a migration's writes into a table (each write row's own
+    xmin, which its batch's rows share)."""
+    return f"SELECT DISTINCT xmin::text::bigint FROM {WRITES} WHERE migration_id = $1 AND table_name = $2"
+
+
+def forget_sql(ph: Placeholder) -> list[str]:
+    """Remove a migration from the ledger (after its rollback)."""
+    return [f"DELETE FROM {WRITES} WHERE migration_id = {ph(1)}", f"DELETE FROM {TABLE} WHERE migration_id = {ph(1)}"]

@@ -26,8 +26,9 @@ from service.core.urls import EndpointUrl, lost_password, parse_url, storable
 from service.pipeline.progress import TableProgress
 from service.plan.planner import make_plan
 from service.runs.dryrun import dry_run
-from service.runs.events import Event, Listener, PlanMade, ReportMade, StatusChanged, notify
+from service.runs.events import Event, Listener, LogWritten, PlanMade, ReportMade, StatusChanged, notify
 from service.runs.migration import Endpoints, Migration, new_id
+from service.runs.rollback import roll_back
 from service.runs.spec import MigrationSpec
 from service.runs.summary import TableCounts, summarize
 from service.runs.verification import verify_migration
@@ -273,6 +274,25 @@ class RunManager:
         report = await verify_migration(self.store, record.id, spec, endpoints.source, endpoints.target, deep=deep)
         self._emit(ReportMade(record.id, report))
         return report
+
+    async def rollback(self, migration_id: str | None, urls: Mapping[str, str] | None = None) -> str:
+        """Return the target to its state before the run (service.runs.rollback); the status
+        becomes `rolled_back`. 409 while the run is going: cancel it first."""
+        async with self._control:  # no execute or resume of this migration meanwhile
+            record = await self.record(migration_id)
+            entry = self._entries.get(record.id)
+            if entry and entry.task and not entry.task.done():
+                raise WrongState(f"migration {record.id} is {record.status}: cancel it first, then roll it back")
+            entry = self._entry(record, urls)
+            spec = entry.spec or self._stored_spec(record, entry)
+            target = self._endpoints(spec).target
+
+            async def status(value: str, error: str | None) -> None:
+                self._emit(StatusChanged(record.id, value, error))
+
+            await roll_back(self.store, record, spec, target, on_status=status,
+                            on_log=lambda e: self._emit(LogWritten(record.id, e)))
+            return "rolled_back"
 
     async def report(self, migration_id: str | None) -> tuple[MigrationRecord, dict[str, object]]:
         """The migration's latest verification report (404 when it has none)."""

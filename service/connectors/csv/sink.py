@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
+import orjson
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
@@ -71,6 +72,39 @@ class CsvSink:
         except OSError as exc:
             raise TerminalError(f"cannot write to CSV target folder {folder}: {exc.strerror}") from None
 
+    async def rollback(self, migration_id: str) -> list[str]:
+        """Undo the migration: files it created are removed, files it replaced get their old
+        content back, its unfinished partial files are removed. Running it again changes nothing."""
+        folder = self.root.parent if self.root.suffix.lower() == ".csv" else self.root
+
+        def undo() -> list[str]:
+            done: list[str] = []
+            if not folder.is_dir():
+                return ["nothing to undo: no target folder"]
+            for partial in folder.glob(f".*.{migration_id}.partial"):
+                partial.unlink()
+                done.append(f"removed the unfinished {partial.name}")
+            manifest = _manifest(folder, migration_id)
+            files: dict[str, str] = orjson.loads(manifest.read_bytes()) if manifest.exists() else {}
+            for name, how in files.items():
+                path, before = folder / name, _before(folder / name, migration_id)
+                if how == "replaced" and before.exists():
+                    os.replace(before, path)
+                    done.append(f"restored {name} as it was before the run")
+                elif how == "created" and path.exists():
+                    path.unlink()
+                    done.append(f"removed {name} (the run created it)")
+            for left in folder.glob(f".*.{migration_id}.before"):  # kept aside, but never replaced
+                left.unlink()
+            manifest.unlink(missing_ok=True)
+            _sync(folder)
+            return done
+
+        try:
+            return await asyncio.to_thread(undo)
+        except OSError as exc:
+            raise TerminalError(f"rolling back in CSV folder {folder}: {exc.strerror}") from None
+
     async def add_foreign_keys(self, table: str, keys: Sequence[ForeignKey],
                                migration_id: str) -> list[tuple[str, str]]:
         return [("WARNING", f"{table}: foreign key {k.name} not recreated (CSV files have no foreign keys)") for k in keys]
@@ -81,7 +115,7 @@ class CsvSink:
         partial = path.with_name(f".{path.name}.{migration_id}.partial")
         if path.exists() and not partial.exists() and not self.replace_existing:
             raise InvalidInput(f"target file {path} already exists; remove it, or use mode: replace to overwrite it")
-        return CsvTableWriter(path, partial, source, target_name, self.options)
+        return CsvTableWriter(path, partial, source, target_name, self.options, migration_id)
 
     async def close(self) -> None:
         return None
@@ -91,9 +125,11 @@ class CsvTableWriter:
     on_refusal: OnRefusal = "fail"  # nothing to isolate: conformed rows are never refused here
     max_writers = 1  # one file, appended in order
 
-    def __init__(self, path: Path, partial: Path, source: TableSchema, name: str, options: CsvOptions) -> None:
+    def __init__(self, path: Path, partial: Path, source: TableSchema, name: str, options: CsvOptions,
+                 migration_id: str) -> None:
         self.path = path
         self.partial = partial
+        self.migration_id = migration_id
         self.options = options
         self.schema = TableSchema(name=name, columns=source.columns, key=(), native_kind="csv")
         self.created = not path.exists()
@@ -177,12 +213,16 @@ class CsvTableWriter:
         def publish() -> None:
             with open(self.partial, "rb") as f:
                 os.fsync(f.fileno())
+            # For a rollback: the file it replaces is kept aside, and the run's manifest says
+            # whether the file was new or replaced one (written before the file moves in).
+            before = _before(self.path, self.migration_id)
+            replaced = self.path.exists() and not before.exists()
+            if replaced:
+                os.link(self.path, before)
+            _record(self.path.parent, self.migration_id, self.path.name, "replaced" if replaced or before.exists()
+                    else "created")
             os.replace(self.partial, self.path)
-            fd = os.open(self.path.parent, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            _sync(self.path.parent)
 
         try:
             await asyncio.to_thread(publish)
@@ -193,3 +233,36 @@ class CsvTableWriter:
     async def close(self) -> None:
         return None
 
+
+
+def _before(path: Path, migration_id: str) -> Path:
+    """Where the file a run replaces is kept until it is rolled back."""
+    return path.with_name(f".{path.name}.{migration_id}.before")
+
+
+def _manifest(folder: Path, migration_id: str) -> Path:
+    return folder / f".migrator-{migration_id}.json"
+
+
+def _record(folder: Path, migration_id: str, name: str, how: str) -> None:
+    """Add `name: how` (created | replaced) to the run's manifest, atomically and durably."""
+    manifest = _manifest(folder, migration_id)
+    files = orjson.loads(manifest.read_bytes()) if manifest.exists() else {}
+    if files.get(name) == "replaced":
+        return  # a file replaced once stays replaced: its first content is the one to restore
+    files[name] = how
+    scratch = manifest.with_suffix(".tmp")
+    with open(scratch, "wb") as f:
+        f.write(orjson.dumps(files))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(scratch, manifest)
+    _sync(folder)
+
+
+def _sync(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

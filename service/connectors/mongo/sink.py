@@ -13,10 +13,11 @@ replays are recognised too.
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -42,6 +43,9 @@ from service.core.schema import ForeignKey, TableSchema
 from service.core.urls import EndpointUrl
 
 LEDGER = "_migrator_checkpoints"
+# Before-images: each document a run is about to write into a collection it did not create, as
+# it was before (or absent), kept for a rollback: {_id: {m, c, i}, m, c, doc}.
+BEFORE = "_migrator_before"
 DUPLICATE_KEY = 11000
 
 
@@ -61,6 +65,40 @@ class MongoSink:
 
     def column_types(self, source: TableSchema) -> list[tuple[str, str]]:
         return [(c.name, bson_type(c)) for c in source.columns]
+
+    async def rollback(self, migration_id: str) -> list[str]:
+        """Undo the migration: every document it wrote into a collection it did not create gets
+        its before-image back (or is deleted, if it did not exist before); the collections it
+        created are dropped; then its ledger entries and before-images go. Each step can run again,
+        so a rollback interrupted half-way finishes when run once more."""
+        try:
+            done: list[str] = []
+            restored: dict[str, int] = {}
+            async for entry in self.db[BEFORE].find({"m": migration_id}):
+                coll, key, doc = self.db[entry["c"]], entry["_id"]["i"], entry.get("doc")
+                if doc is None:
+                    await coll.delete_one({"_id": key})
+                else:
+                    await coll.replace_one({"_id": key}, doc, upsert=True)
+                restored[entry["c"]] = restored.get(entry["c"], 0) + 1
+            done += [f"restored {n} document(s) of {c} as they were before the run" for c, n in restored.items()]
+            prefix = f"{migration_id}/"
+            async for entry in self.db[LEDGER].find({}):
+                lid = str(entry["_id"])
+                if not lid.startswith(prefix) or not entry.get("created"):
+                    continue
+                name = lid[len(prefix):]
+                if name in await self.db.list_collection_names():
+                    await self.db.drop_collection(name)
+                    done.append(f"dropped collection {name} (the run created it)")
+            await self.db[BEFORE].delete_many({"m": migration_id})
+            ours = [entry["_id"] async for entry in self.db[LEDGER].find({}) if str(entry["_id"]).startswith(prefix)]
+            if ours:
+                await self.db[LEDGER].delete_many({"_id": {"$in": ours}})
+        except PyMongoError as exc:
+            raise endpoint_error(exc, self.url, "rolling back") from None
+        reraise_swallowed_cancel()
+        return done
 
     async def probe_write(self, source: TableSchema, data: pa.RecordBatch) -> float:
         """insert_many into a collection of its own, dropped after."""
@@ -217,6 +255,8 @@ class MongoTableWriter:
             return []
         if self.embed is not None:
             return await self._embed(docs, numbers, table, self.embed)
+        if not self.created:
+            await self._keep_before([_plain(d) for d in docs])
         try:
             if self.sink.mode == "insert":
                 await self._coll.insert_many(docs, ordered=False)
@@ -282,6 +322,7 @@ class MongoTableWriter:
         fk = embed.foreign_key
         wanted = list({row.get(fk) for row in rows})
         parents = {d["_id"]: d async for d in self._coll.find({"_id": {"$in": wanted}})}
+        before = {k: (k, copy.deepcopy(d)) for k, d in parents.items()}  # as they were, for a rollback
         changed: dict[object, Document] = {}
         rejects: list[Reject] = []
         for row, number in zip(rows, numbers):
@@ -302,8 +343,38 @@ class MongoTableWriter:
                 items.append(stored)
                 changed[parent_id] = parent
         if changed:
+            await self._keep(before[k] for k in changed)
             await self._coll.bulk_write([ReplaceOne({"_id": k}, d) for k, d in changed.items()], ordered=True)
         return rejects
+
+    async def _keep_before(self, docs: Sequence[Document]) -> None:
+        """Before writing `docs`: keep each target document they will insert or overwrite, as it
+        is now (None: it does not exist yet)."""
+        if self._match == ("_id",):
+            found = {d["_id"]: d async for d in self._coll.find({"_id": {"$in": [d["_id"] for d in docs]}})}
+            await self._keep((d["_id"], found.get(d["_id"])) for d in docs)
+            return
+        filters = [{k: d.get(k) for k in self._match} for d in docs]
+        found_by = {tuple(types.as_stored(e).get(k) for k in self._match): e
+                    async for e in self._coll.find({"$or": filters})}
+        pairs = []
+        for d in docs:
+            existing = found_by.get(tuple(types.as_stored(d).get(k) for k in self._match))
+            pairs.append((existing["_id"], existing) if existing is not None else (d["_id"], None))
+        await self._keep(pairs)
+
+    async def _keep(self, pairs: Iterable[tuple[object, Document | None]]) -> None:
+        """Store before-images (_id, document or None); the first one of a document wins, so a
+        replayed batch keeps the state from before the run."""
+        entries = [{"_id": {"m": self._migration_id, "c": self._target, "i": i}, "m": self._migration_id,
+                    "c": self._target, "doc": doc} for i, doc in pairs]
+        if not entries:
+            return
+        try:
+            await self.sink.db[BEFORE].insert_many(entries, ordered=False)
+        except BulkWriteError as exc:
+            if any(e.get("code") != DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
+                raise
 
     async def finish(self) -> list[str]:
         if not self.created:

@@ -79,6 +79,7 @@ class PostgresSink:
     async def _open_table(self, source: TableSchema, target_name: str, migration_id: str) -> PostgresTableWriter:
         conn = await self._connection()
         await conn.execute(ledger.ddl())
+        await conn.execute(ledger.writes_ddl())
         async with conn.transaction():
             oid = await pgc.relation_oid(conn, target_name)
             if oid is None:
@@ -148,6 +149,45 @@ class PostgresSink:
             raise EndpointError(f"probing the write speed of PostgreSQL at {self.where}: "
                                 f"{pgc.server_message(exc)}") from exc
         return elapsed
+
+    async def rollback(self, migration_id: str) -> list[str]:
+        """Undo migration `migration_id` in one transaction (all of it or, if interrupted, none):
+        drop the tables it created, delete the rows it inserted into the others (the rows whose
+        xmin is one of its batches' transactions — a row updated since by someone else is left),
+        and forget it in the ledger. Running it again after it finished changes nothing."""
+        async with self._lock:
+            try:
+                return await self._rollback(migration_id)
+            except asyncpg.PostgresError as exc:
+                self._drop_connection()
+                raise EndpointError(f"rolling back in PostgreSQL at {self.where}: {pgc.server_message(exc)}") from exc
+            except BaseException:
+                self._drop_connection()
+                raise
+
+    async def _rollback(self, migration_id: str) -> list[str]:
+        conn = await self._connection()
+        if await pgc.relation_oid(conn, ledger.TABLE) is None:
+            return ["nothing to undo: the target has no migration ledger"]
+        await conn.execute(ledger.writes_ddl())
+        done: list[str] = []
+        async with conn.transaction():
+            for table, created in await conn.fetch(ledger.tables_sql(ledger.dollar), migration_id):
+                exists = await pgc.relation_oid(conn, table) is not None
+                if created:
+                    if exists:
+                        await conn.execute(f"DROP TABLE {pgc.qualified(table)} CASCADE", timeout=_BUILD_TIMEOUT)
+                        done.append(f"dropped table {table} (the run created it)")
+                    continue
+                marks = [int(m) for (m,) in await conn.fetch(ledger.xmin_marks_sql(), migration_id, table)]
+                if marks and exists:
+                    status = await conn.execute(f"DELETE FROM {pgc.qualified(table)} "
+                                                "WHERE xmin::text::bigint = ANY($1::bigint[])", marks,
+                                                timeout=_BUILD_TIMEOUT)
+                    done.append(f"deleted {status.rsplit(' ', 1)[-1]} row(s) the run inserted into {table}")
+            for sql in ledger.forget_sql(ledger.dollar):
+                await conn.execute(sql, migration_id)
+        return done
 
     async def add_foreign_keys(self, table: str, keys: Sequence[ForeignKey],
                                migration_id: str) -> list[tuple[str, str]]:
@@ -276,7 +316,10 @@ class PostgresTableWriter:
         return pgpq.ArrowToPostgresBinaryEncoder.new_with_encoders(self._arrow, encoders)
 
     def native_formats(self, source: TableSchema) -> frozenset[NativeFormat]:
-        same = source.native_kind == "postgresql" and [
+        """The source's binary COPY stream as it is, into a table this run created with the same
+        column types. Not into an existing table: its constraints may refuse rows, and only rows
+        decoded to Arrow can be bisected to find them (an opaque stream could only fail whole)."""
+        same = self.created and source.native_kind == "postgresql" and [
             (c, source.column(c).native_type) for c in self._columns
         ] == [(c, self.schema.column(c).native_type) for c in self._columns]
         return frozenset({NativeFormat.PG_BINARY}) if same else frozenset()
@@ -299,8 +342,13 @@ class PostgresTableWriter:
         return [await asyncio.to_thread(_csv_payload, data)], "csv"
 
     async def _copy(self, conn: asyncpg.Connection, payload: list[bytes], fmt: str) -> None:
+        """COPY `payload` in the (sub)transaction under way. Into a table the run did not create,
+        a row in the ledger's writes table goes with it: inserted by the same subtransaction, its
+        own xmin is the xmin of the copied rows — what a rollback deletes them by."""
         await conn.copy_to_table(self._table, schema_name=self._schema_name, source=_once(payload),
                                  columns=self._columns, format=fmt)
+        if not self.created:
+            await conn.execute(ledger.add_write_sql(ledger.dollar, "'xmin'"), self._migration_id, self.schema.name)
 
     async def _isolate(self, conn: asyncpg.Connection, batch: Batch, data: pa.RecordBatch, offset: int,
                        refusal: asyncpg.PostgresError) -> list[Reject]:

@@ -52,6 +52,42 @@ class SqliteSink:
 
         return float(await self.db.run(probe))
 
+    async def rollback(self, migration_id: str) -> list[str]:
+        """Undo the migration in one transaction: drop the tables it created, delete the rowid
+        ranges its batches added to the others, forget it in the ledger."""
+
+        def undo(c: sqlite3.Connection) -> list[str]:
+            if not c.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (ledger.TABLE,)).fetchone():
+                return ["nothing to undo: the target has no migration ledger"]
+            c.execute(ledger.writes_ddl("TEXT"))
+            done: list[str] = []
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                for table, created in c.execute(ledger.tables_sql(ledger.qmark), (migration_id,)).fetchall():
+                    exists = c.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                                       (table,)).fetchone()
+                    if created:
+                        if exists:
+                            c.execute(f"DROP TABLE {quote_ident(table)}")
+                            done.append(f"dropped table {table} (the run created it)")
+                        continue
+                    deleted = 0
+                    for (mark,) in c.execute(ledger.marks_sql(ledger.qmark), (migration_id, table)).fetchall():
+                        first, last = (int(x) for x in str(mark).split(":"))
+                        if exists:
+                            deleted += c.execute(f"DELETE FROM {quote_ident(table)} WHERE rowid BETWEEN ? AND ?",
+                                                 (first, last)).rowcount
+                    done.append(f"deleted {deleted} row(s) the run inserted into {table}")
+                for sql in ledger.forget_sql(ledger.qmark):
+                    c.execute(sql, (migration_id,))
+                c.execute("COMMIT")
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+            return done
+
+        return list(await self.db.run(undo))
+
     async def add_foreign_keys(self, table: str, keys: Sequence[ForeignKey],
                                migration_id: str) -> list[tuple[str, str]]:
         return [("WARNING", f"{table}: foreign key {k.name} not recreated (SQLite cannot add a foreign key to an existing table)") for k in keys]
@@ -59,6 +95,7 @@ class SqliteSink:
     async def open_table(self, source: TableSchema, target_name: str, migration_id: str) -> SqliteTableWriter:
         def prepare(c: sqlite3.Connection) -> tuple[list[tuple[object, ...]], bool]:
             c.execute(ledger.ddl("TEXT", "INTEGER", "INTEGER"))
+            c.execute(ledger.writes_ddl("TEXT"))
             c.execute("BEGIN IMMEDIATE")
             try:
                 exists = c.execute(f"PRAGMA table_info({quote_ident(target_name)})").fetchall()
@@ -130,7 +167,11 @@ class SqliteTableWriter:
             c.execute("BEGIN IMMEDIATE")
             try:
                 if rows:
+                    before = self._last_rowid(c)
                     c.executemany(self._insert, rows)
+                    if not self.created and before is not None:  # the batch's rowids, for a rollback
+                        c.execute(ledger.add_write_sql(ledger.qmark, "?"),
+                                  (self._migration_id, self.schema.name, f"{before + 1}:{self._last_rowid(c)}"))
                 c.execute(ledger.save_sql(ledger.qmark),
                           ledger.save_args(checkpoint, self._migration_id, self.schema.name))
                 c.execute("COMMIT")
@@ -140,6 +181,14 @@ class SqliteTableWriter:
 
         await self.db.run(commit)
         return checkpoint
+
+    def _last_rowid(self, c: sqlite3.Connection) -> int | None:
+        """The largest rowid (0 when empty); None for a WITHOUT ROWID table. A batch's rows, taken
+        in one write transaction, get the rowids after it."""
+        try:
+            return int(c.execute(f"SELECT coalesce(max(rowid), 0) FROM {quote_ident(self.schema.name)}").fetchone()[0])
+        except sqlite3.OperationalError:
+            return None
 
     async def finish(self) -> list[str]:
         return []

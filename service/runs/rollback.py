@@ -1,0 +1,62 @@
+"""Rolling a migration back (DESIGN.md §3 `rollback`): the target returns to its state before
+the run — tables and collections the run created are dropped, rows it inserted into existing
+ones deleted, documents it overwrote restored (each target kind's `Sink.rollback`).
+
+The status goes `rolling_back` → `rolled_back`. A rollback that is interrupted stays
+`rolling_back`; running it again finishes the job (each sink's rollback is idempotent)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from service.connectors.registry import open_sink
+from service.core.errors import MigratorError, WrongState
+from service.core.urls import EndpointUrl
+from service.runs.spec import MigrationSpec
+from service.store.base import LogEntry, MigrationRecord, StateStore
+from service.store.rows import now
+
+# Statuses a rollback may start from: the run has stopped (or an earlier rollback was cut short).
+STOPPED = ("completed", "failed", "cancelled", "interrupted", "rolling_back", "rolled_back")
+
+StatusHook = Callable[[str, str | None], Awaitable[None]]
+LogHook = Callable[[LogEntry], None]
+
+
+async def roll_back(store: StateStore, record: MigrationRecord, spec: MigrationSpec, target: EndpointUrl,
+                    on_status: StatusHook | None = None, on_log: LogHook | None = None) -> list[str]:
+    """Roll `record` back; returns what was done. Raises WrongState for a migration that is
+    running or has not run, and the target's error (the status stays `rolling_back`)."""
+    if record.status not in STOPPED:
+        hint = ("cancel it first" if record.status in ("executing", "pausing", "paused")
+                else "it has not run, so there is nothing to undo")
+        raise WrongState(f"migration {record.id} is {record.status}: {hint}")
+
+    async def status(value: str, error: str | None) -> None:
+        await store.set_status(record.id, value, error=error, ended=value == "rolled_back")
+        if on_status is not None:
+            await on_status(value, error)
+
+    async def log(level: str, message: str) -> None:
+        entry = LogEntry(now(), level, message)
+        await store.add_log(record.id, entry)
+        if on_log is not None:
+            on_log(entry)
+
+    await status("rolling_back", None)
+    await log("INFO", f"Rollback started: {target.masked} returns to its state before the run")
+    sink = open_sink(target, timeout=spec.timeout, csv=spec.csv, parallel=1, mode=spec.mode, mongo=spec.mongo)
+    try:
+        await sink.check()
+        done = await sink.rollback(record.id)
+    except MigratorError as exc:
+        await log("ERROR", f"Rollback failed: {exc.message} (run it again to finish)")
+        await status("rolling_back", exc.message)
+        raise
+    finally:
+        await sink.close()
+    for line in done:
+        await log("INFO", f"Rollback: {line}")
+    await log("INFO", "Rollback completed" if done else "Rollback completed: nothing of this run was in the target")
+    await status("rolled_back", None)
+    return done
