@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	@rm -f $(VENV)/.installed-*; touch $(STAMP)
 
-# PostgreSQL server binaries for the throw-away test cluster (installed when missing).
+# PostgreSQL server binaries for the throw-away test cluster, and Chromium (installed when missing).
 deps:
 	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then \
 	  echo "installing PostgreSQL server binaries"; \
@@ -21,6 +21,12 @@ deps:
 	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; fi; \
 	fi
 	@command -v psql >/dev/null 2>&1 || { echo "psql missing after install"; exit 1; }
+	@# Chromium for the dashboard's browser tests (Playwright drives it; `playwright install` cannot download here).
+	@if ! command -v chromium >/dev/null 2>&1; then \
+	  echo "installing chromium"; \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; fi; \
+	fi
 
 demo: $(STAMP)
 	$(BIN)/migrator demo

@@ -5,9 +5,8 @@ password is never stored, so such a migration resumes only once the URLs are sen
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -18,9 +17,9 @@ import pytest
 from tests.api.conftest import ENDED, ROWS, SPEC
 from tests.conftest import NewDatabase
 from tests.support import pg
-from tests.support.api import AUTH, TOKEN, Api
+from tests.support.api import Api
 from tests.support.cli import Cli
-from tests.support.pgcluster import free_port
+from tests.support.served import serving
 
 
 async def migrated_some(api: Api, mid: str) -> None:
@@ -98,57 +97,6 @@ async def test_a_literal_password_is_not_stored_so_resume_after_restart_asks_for
 
     assert done["migratedCount"] == ROWS
     await pg.assert_exact_copy(big_source, target)
-
-
-class Served:
-    """A `migrator serve` subprocess on its own port, driven over real HTTP."""
-
-    def __init__(self, proc: asyncio.subprocess.Process, base: str, http: aiohttp.ClientSession) -> None:
-        self.proc, self.base, self.http = proc, base, http
-
-    async def call(self, method: str, path: str, body: object = None, status: int = 200) -> Any:
-        async with self.http.request(method, self.base + path, json=body, headers=AUTH) as resp:
-            data = await resp.json()
-            assert resp.status == status, f"{method} {path} -> {resp.status}: {data}"
-            return data
-
-    async def summary(self, mid: str) -> dict[str, Any]:
-        return (await self.call("GET", f"/api/migrations/{mid}/summary"))["summary"]  # type: ignore[no-any-return]
-
-    async def wait(self, mid: str, done: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
-        async with asyncio.timeout(60):
-            while not done(summary := await self.summary(mid)):
-                await asyncio.sleep(0.005)
-        return summary
-
-
-@contextlib.asynccontextmanager
-async def serving(cli: Cli, http: aiohttp.ClientSession) -> AsyncIterator[Served]:
-    """Start `migrator serve` and wait for its /health; stop it (if still alive) on the way out."""
-    port = free_port()
-    cli.env.update(MIGRATOR_API_TOKEN=TOKEN, MIGRATOR_HOST="127.0.0.1", MIGRATOR_PORT=str(port))
-    proc = await cli.start("serve")
-    base = f"http://127.0.0.1:{port}"
-    try:
-        async with asyncio.timeout(30):
-            while True:
-                if proc.returncode is not None:
-                    pytest.fail(f"migrator serve ended (exit {proc.returncode}): {cli.output()[1]}")
-                with contextlib.suppress(aiohttp.ClientConnectionError):
-                    async with http.get(base + "/health") as resp:
-                        if resp.status == 200:
-                            break
-                await asyncio.sleep(0.05)
-        yield Served(proc, base, http)
-    finally:
-        if proc.returncode is None:
-            proc.terminate()
-            try:
-                async with asyncio.timeout(20):
-                    await proc.wait()
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
 
 
 @pytest.mark.slow
