@@ -28,9 +28,9 @@ from tests.support.mongodocs import from_extended_json, id_text, insert, people,
 KILLS = int(os.environ.get("CRASH_KILLS", "10"))
 SEED = int(os.environ.get("CRASH_SEED") or random.SystemRandom().randrange(2**32))
 ROWS = max(200_000, 20_000 * KILLS)
-BATCH = "1000"  # many commit points to land between, and a run slow enough to be killed KILLS times
+BATCH = "500"  # many commit points to land between, and a run slow enough to be killed KILLS times
 DOCS = max(50_000, 5_000 * KILLS)  # the MongoDB stand-in is slower
-MONGO_BATCH = "1000"
+MONGO_BATCH = "500"
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(max(120, 15 * KILLS))]
 
@@ -80,6 +80,7 @@ def differences(got: Counter[Any], want: Counter[Any], kills: list[Kill]) -> str
             f"the source {want.total()}; {some('lost', lost)}; {some('extra', extra)}; "
             f"{some('copies of rows held more than once', doubled)}; kills:\n" + "\n".join(map(str, kills)))
 
+
 async def test_pg_to_pg_killed_many_times_ends_with_exactly_the_source_rows(
     cli: Cli, new_pg_db: NewDatabase
 ) -> None:
@@ -93,7 +94,7 @@ async def test_pg_to_pg_killed_many_times_ends_with_exactly_the_source_rows(
     result = await cli.run(*args)
 
     assert result.returncode == 0, f"seed {SEED}: {result.stderr}"
-    assert "Resuming" in result.stdout
+    assert "Resuming" in result.stdout, f"seed {SEED}: {result.stdout}"
     check_kills(kills, ROWS)
     try:
         await pg.assert_exact_copy(source, target, "big")
@@ -117,7 +118,7 @@ async def test_csv_to_pg_killed_many_times_ends_with_exactly_the_source_rows(
     result = await cli.run(*args)
 
     assert result.returncode == 0, f"seed {SEED}: {result.stderr}"
-    assert "Resuming" in result.stdout
+    assert "Resuming" in result.stdout, f"seed {SEED}: {result.stdout}"
     check_kills(kills, ROWS)
     got, want = Counter(await pg.fetch(pg_dsn, "SELECT id, name, amount FROM big")), Counter(source)
     if got != want:
@@ -134,11 +135,11 @@ async def test_mongo_to_pg_killed_many_times_ends_with_exactly_the_documents(
 
     async with row_count(pg_dsn, "people") as committed:
         kills = await kill_many(cli, args, committed, total=DOCS, kills=KILLS, rng=rng, early=(0.05, 2.5),
-                                extra=(0.0, 0.15))
+                                extra=(0.0, 0.1))
     result = await cli.run(*args)
 
     assert result.returncode == 0, f"seed {SEED}: {result.stderr}"
-    assert "Resuming" in result.stdout
+    assert "Resuming" in result.stdout, f"seed {SEED}: {result.stdout}"
     check_kills(kills, DOCS)
     json_columns = ("address", "prefs", "tags", "orders")
     found = [{k: from_extended_json(v) if k in json_columns and v is not None else v for k, v in r.items()}

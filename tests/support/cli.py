@@ -94,7 +94,6 @@ async def kill_half_way_and_rerun(cli: Cli, args: tuple[str, ...], committed: Ca
     return result
 
 
-
 @dataclass(frozen=True)
 class Kill:
     """One `kill -9` of `kill_many`: where it was aimed and what the target held once the process was gone."""
