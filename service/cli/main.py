@@ -67,6 +67,9 @@ def _parser() -> argparse.ArgumentParser:
                                            "`migrator` lists ids in its output, the API in GET /api/migrations)")
     undo.add_argument("id", help="the migration id, e.g. 20261125-193129-4ba252")
     undo.add_argument("--target", help="the target URL again, when the stored one had a literal password")
+    undo.add_argument("--force", action="store_true",
+                      help="roll back a migration still marked executing: its `migrator run` was killed outright "
+                           "(make sure no process is still running it)")
     demo = sub.add_parser("demo", help="write demo CSV data (users, products, orders) into the data folder")
     demo.add_argument("--folder", type=Path, help="where to write (default: $MIGRATOR_DATA_DIR/demo)")
     serve = sub.add_parser("serve", help="start the HTTP service (default)")
@@ -183,7 +186,7 @@ async def _rollback(args: argparse.Namespace, settings: Settings, console: Conso
         endpoints = resolve(spec, settings.data_dir)
         console.print(f"Rolling back migration {record.id} ({record.status}) in {endpoints.target.masked} …",
                       soft_wrap=True)
-        done = await roll_back(store, record, spec, endpoints.target)
+        done = await roll_back(store, record, spec, endpoints.target, force=args.force)
     finally:
         await store.close()
     for line in done or ["nothing of this run was in the target"]:

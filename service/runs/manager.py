@@ -290,6 +290,7 @@ class RunManager:
             async def status(value: str, error: str | None) -> None:
                 self._emit(StatusChanged(record.id, value, error))
 
+            entry.run = None  # its counters describe rows that are gone: summaries come from the store now
             await roll_back(self.store, record, spec, target, on_status=status,
                             on_log=lambda e: self._emit(LogWritten(record.id, e)))
             return "rolled_back"

@@ -24,11 +24,15 @@ LogHook = Callable[[LogEntry], None]
 
 
 async def roll_back(store: StateStore, record: MigrationRecord, spec: MigrationSpec, target: EndpointUrl,
-                    on_status: StatusHook | None = None, on_log: LogHook | None = None) -> list[str]:
+                    on_status: StatusHook | None = None, on_log: LogHook | None = None, *,
+                    force: bool = False) -> list[str]:
     """Roll `record` back; returns what was done. Raises WrongState for a migration that is
-    running or has not run, and the target's error (the status stays `rolling_back`)."""
-    if record.status not in STOPPED:
-        hint = ("cancel it first" if record.status in ("executing", "pausing", "paused")
+    running or has not run, and the target's error (the status stays `rolling_back`). `force`:
+    also one the store says is running — a command-line run killed outright leaves that status
+    behind, with no service to mark it `interrupted`."""
+    if record.status not in STOPPED and not (force and record.status in ("executing", "pausing", "paused")):
+        hint = ("cancel it first (if the process running it was killed, `migrator rollback ID --force`)"
+                if record.status in ("executing", "pausing", "paused")
                 else "it has not run, so there is nothing to undo")
         raise WrongState(f"migration {record.id} is {record.status}: {hint}")
 

@@ -6,6 +6,7 @@ import sqlite3
 import time
 from collections.abc import Sequence
 
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -72,9 +73,18 @@ class SqliteSink:
                             done.append(f"dropped table {table} (the run created it)")
                         continue
                     deleted = 0
+                    key = [str(r[1]) for r in sorted((r for r in c.execute(f"PRAGMA table_info({quote_ident(table)})")
+                                                      if int(r[5])), key=lambda r: int(r[5]))]
+                    match = " AND ".join(f"{quote_ident(k)} IS ?" for k in key)
                     for (mark,) in c.execute(ledger.marks_sql(ledger.qmark), (migration_id, table)).fetchall():
-                        first, last = (int(x) for x in str(mark).split(":"))
-                        if exists:
+                        if not exists:
+                            continue
+                        text = str(mark)
+                        if text.startswith("key:"):
+                            deleted += c.execute(f"DELETE FROM {quote_ident(table)} WHERE {match}",
+                                                 orjson.loads(text[4:])).rowcount
+                        else:
+                            first, last = (int(x) for x in text.split(":"))
                             deleted += c.execute(f"DELETE FROM {quote_ident(table)} WHERE rowid BETWEEN ? AND ?",
                                                  (first, last)).rowcount
                     done.append(f"deleted {deleted} row(s) the run inserted into {table}")
@@ -167,11 +177,12 @@ class SqliteTableWriter:
             c.execute("BEGIN IMMEDIATE")
             try:
                 if rows:
-                    before = self._last_rowid(c)
+                    if not self.created:
+                        self._watch_inserts(c)
                     c.executemany(self._insert, rows)
-                    if not self.created and before is not None:  # the batch's rowids, for a rollback
-                        c.execute(ledger.add_write_sql(ledger.qmark, "?"),
-                                  (self._migration_id, self.schema.name, f"{before + 1}:{self._last_rowid(c)}"))
+                    if not self.created:  # which rows are the batch's, for a rollback
+                        c.executemany(ledger.add_write_sql(ledger.qmark, "?"),
+                                      [(self._migration_id, self.schema.name, m) for m in _marks(c)])
                 c.execute(ledger.save_sql(ledger.qmark),
                           ledger.save_args(checkpoint, self._migration_id, self.schema.name))
                 c.execute("COMMIT")
@@ -182,13 +193,21 @@ class SqliteTableWriter:
         await self.db.run(commit)
         return checkpoint
 
-    def _last_rowid(self, c: sqlite3.Connection) -> int | None:
-        """The largest rowid (0 when empty); None for a WITHOUT ROWID table. A batch's rows, taken
-        in one write transaction, get the rowids after it."""
+    def _watch_inserts(self, c: sqlite3.Connection) -> None:
+        """A TEMP trigger (this connection's only; the table is not altered) that notes the
+        rowid — or, in a WITHOUT ROWID table, the primary key — of each row inserted."""
+        c.execute("CREATE TEMP TABLE IF NOT EXISTS _migrator_new (mark TEXT)")
+        table = quote_ident(self.schema.name)
+        trigger = quote_ident(f"_migrator_watch_{self.schema.name}")
+        key = [str(r[1]) for r in sorted((r for r in c.execute(f"PRAGMA table_info({table})") if int(r[5])),
+                                         key=lambda r: int(r[5]))]
         try:
-            return int(c.execute(f"SELECT coalesce(max(rowid), 0) FROM {quote_ident(self.schema.name)}").fetchone()[0])
-        except sqlite3.OperationalError:
-            return None
+            c.execute(f"SELECT rowid FROM {table} LIMIT 0")
+            noted = "'rowid:' || new.rowid"
+        except sqlite3.OperationalError:  # WITHOUT ROWID: its primary key
+            noted = "'key:' || json_array(" + ", ".join(f"new.{quote_ident(k)}" for k in key) + ")"
+        c.execute(f"CREATE TEMP TRIGGER IF NOT EXISTS {trigger} AFTER INSERT ON main.{table} "
+                  f"BEGIN INSERT INTO _migrator_new VALUES ({noted}); END")
 
     async def finish(self) -> list[str]:
         return []
@@ -209,3 +228,19 @@ def _rows(batch: pa.RecordBatch) -> list[tuple[object, ...]]:
             array = pa.array([None if v is None else str(v) for v in array.to_pylist()], pa.string())
         columns.append(array.to_pylist())
     return list(zip(*columns))
+
+
+def _marks(c: sqlite3.Connection) -> list[str]:
+    """The rows the watch trigger noted since the last call, as write marks: rowid ranges
+    `first:last`, or `key:<json array>` per row of a WITHOUT ROWID table."""
+    noted = [str(m) for (m,) in c.execute("SELECT mark FROM temp._migrator_new").fetchall()]
+    c.execute("DELETE FROM temp._migrator_new")
+    rowids = sorted(int(m[6:]) for m in noted if m.startswith("rowid:"))
+    marks = [m for m in noted if m.startswith("key:")]
+    ranges: list[list[int]] = []
+    for r in rowids:
+        if ranges and r == ranges[-1][1] + 1:
+            ranges[-1][1] = r
+        else:
+            ranges.append([r, r])
+    return marks + [f"{first}:{last}" for first, last in ranges]
