@@ -91,7 +91,7 @@ async def test_a_batch_the_target_refuses_is_a_one_line_error_naming_the_table(
                      "INSERT INTO items SELECT g, g FROM generate_series(1, 100) g")
     await pg.execute(target, "CREATE TABLE items (id int PRIMARY KEY, qty int CONSTRAINT small CHECK (qty < 50))")
 
-    result = await cli.run("run", "--source", source, "--target", target)
+    result = await cli.run("run", "--source", source, "--target", target, "--on-error", "stop")
 
     assert_one_line_error(result, "items", "small")
     assert result.returncode == 1

@@ -26,7 +26,9 @@ async def strict_target(pg_dsn: str) -> str:
 async def test_a_batch_the_target_refuses_fails_the_run_with_the_reason(
     store: SqliteStateStore, data_dir: Path, big_source: str, strict_target: str
 ) -> None:
-    migration = await prepare(store, {"source": big_source, "target": strict_target, "batchSize": 1000}, data_dir)
+    # onError: stop — by default the refused rows would be rejects and the rest loaded
+    migration = await prepare(store, {"source": big_source, "target": strict_target, "batchSize": 1000,
+                                      "onError": "stop"}, data_dir)
 
     with pytest.raises(MigratorError) as raised:
         async with asyncio.timeout(60):
@@ -42,7 +44,7 @@ async def test_a_batch_the_target_refuses_fails_the_run_with_the_reason(
 async def test_a_failed_run_resumes_to_exactly_the_source_rows_once_the_target_is_fixed(
     store: SqliteStateStore, data_dir: Path, big_source: str, strict_target: str
 ) -> None:
-    spec = {"source": big_source, "target": strict_target, "batchSize": 1000}
+    spec = {"source": big_source, "target": strict_target, "batchSize": 1000, "onError": "stop"}
     failed = await prepare(store, spec, data_dir)
     with pytest.raises(MigratorError):
         await failed.run()
