@@ -59,6 +59,7 @@ def create_app(settings: Settings, *, token: str | None) -> web.Application:
     app[ORIGINS] = settings.allowed_origins
     metrics = app[METRICS] = Metrics()
     manager = app[MANAGER] = RunManager(data_dir=settings.data_dir, timeout=settings.timeout,
+                                        allowed_hosts=settings.allowed_hosts,
                                         max_running=settings.max_running)
     hub = app[HUB] = Hub(manager.live_summary)
     manager.add_listener(hub.on_event)

@@ -25,6 +25,7 @@ from rich.console import Console
 
 from service.core.batch import Reject
 from service.core.errors import InvalidInput, MigratorError
+from service.core.hosts import HostPolicy
 from service.core.settings import Settings, load_settings
 from service.quality.rejects import rows_csv
 from service.runs.migration import Endpoints, Migration, create_or_resume, resolve
@@ -122,7 +123,7 @@ async def _plan(args: argparse.Namespace, settings: Settings, console: Console) 
     from service.plan.planner import make_plan
 
     spec = _spec(args)
-    endpoints = resolve(spec, settings.data_dir)
+    endpoints = resolve(spec, settings.data_dir, hosts=HostPolicy(settings.allowed_hosts))
     plan = await make_plan(spec, endpoints.source, endpoints.target)
     if args.json:
         print(orjson.dumps(plan, option=orjson.OPT_INDENT_2).decode())
@@ -151,7 +152,7 @@ async def _verify(args: argparse.Namespace, settings: Settings, console: Console
     from service.verify.report import markdown
 
     spec = _spec(args)
-    endpoints = resolve(spec, settings.data_dir)
+    endpoints = resolve(spec, settings.data_dir, hosts=HostPolicy(settings.allowed_hosts))
     store = await open_state_store(settings.state_url)
     try:
         record = await store.find_latest(spec.fingerprint())
@@ -183,7 +184,7 @@ async def _rollback(args: argparse.Namespace, settings: Settings, console: Conso
                                "with --target URL")
         options = {k: v for k, v in record.spec.items() if k not in ("source", "target")}
         spec = MigrationSpec.from_dict({"source": str(record.spec.get("source", "")), "target": target, **options})
-        endpoints = resolve(spec, settings.data_dir)
+        endpoints = resolve(spec, settings.data_dir, hosts=HostPolicy(settings.allowed_hosts))
         console.print(f"Rolling back migration {record.id} ({record.status}) in {endpoints.target.masked} …",
                       soft_wrap=True)
         done = await roll_back(store, record, spec, endpoints.target, force=args.force)
@@ -197,7 +198,7 @@ async def _rollback(args: argparse.Namespace, settings: Settings, console: Conso
 
 async def _run(args: argparse.Namespace, settings: Settings, console: Console) -> int:
     spec = _spec(args)
-    endpoints = resolve(spec, settings.data_dir)
+    endpoints = resolve(spec, settings.data_dir, hosts=HostPolicy(settings.allowed_hosts))
     if args.dry_run:
         if args.sample < 1:
             raise InvalidInput("--sample must be at least 1")

@@ -23,6 +23,7 @@ class Settings:
     state_url: str = "sqlite:///var/state.db"
     data_dir: Path = Path("data")
     allowed_origins: tuple[str, ...] = ()
+    allowed_hosts: tuple[str, ...] = ()  # database hosts URLs may name (service.core.hosts); () = any
     log_level: str = "INFO"
     batch_size: int = 5000
     parallel_batches: int = 3
@@ -83,6 +84,9 @@ def load_settings(env: Mapping[str, str] | None = None, config_dir: Path | None 
         if isinstance(origins_raw, str)
         else tuple(str(o) for o in origins_raw)  # type: ignore[attr-defined]
     )
+    hosts_raw = pick("allowed_hosts", "MIGRATOR_ALLOWED_HOSTS", [])
+    hosts = (tuple(h.strip() for h in hosts_raw.split(",") if h.strip()) if isinstance(hosts_raw, str)
+             else tuple(str(h) for h in hosts_raw))  # type: ignore[attr-defined]
     state_url = str(pick("state_url", "MIGRATOR_STATE_URL", "sqlite:///var/state.db"))
     if not state_url.startswith(("sqlite://", "postgresql://", "postgres://")):
         problems.append(f"MIGRATOR_STATE_URL must be sqlite:///path or postgresql://…, not {state_url.split('://')[0]!r}")
@@ -111,6 +115,7 @@ def load_settings(env: Mapping[str, str] | None = None, config_dir: Path | None 
         state_url=state_url,
         data_dir=Path(str(pick("data_dir", "MIGRATOR_DATA_DIR", "./data"))),
         allowed_origins=origins,
+        allowed_hosts=hosts,
         log_level=level,
         batch_size=int(number("batch_size", 5000, 1)),
         parallel_batches=int(number("parallel_batches", 3, 1)),

@@ -127,7 +127,9 @@ def parse_url(
     if kind in (Kind.POSTGRES, Kind.MONGO):
         try:
             parts = urlsplit(resolved)
-            _ = parts.port  # validates the port
+            hosts = parts.netloc.rsplit("@", 1)[-1].split(",")  # a MongoDB seed list names several
+            for host in hosts:
+                _ = urlsplit(f"//{host}").port  # validates each port
         except ValueError as exc:
             raise InvalidUrl(f"URL {masked!r} is malformed: {exc}") from None
         if not parts.hostname and kind is Kind.MONGO:

@@ -15,13 +15,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from service.connectors.csv.dialect import CsvOptions
 from service.connectors.registry import open_sink, open_source
 from service.core.errors import EndpointError, InvalidInput, MigratorError, NotFound, WrongState
+from service.core.hosts import HostPolicy
 from service.core.urls import EndpointUrl, lost_password, parse_url, storable
 from service.pipeline.progress import TableProgress
 from service.plan.planner import make_plan
@@ -57,9 +58,10 @@ class _Entry:
 
 class RunManager:
     def __init__(self, *, data_dir: Path, timeout: float, max_running: int,
-                 listeners: list[Listener] | None = None) -> None:
+                 listeners: list[Listener] | None = None, allowed_hosts: Sequence[str] = ()) -> None:
         self._store: StateStore | None = None
         self.data_dir = data_dir
+        self.hosts = HostPolicy(allowed_hosts)
         self.timeout = timeout
         self.max_running = max_running
         self._listeners = list(listeners or [])
@@ -391,9 +393,11 @@ class RunManager:
             raise InvalidInput(f"{field} is required: a URL such as postgresql://user@host/db or csv:///folder",
                                details={"field": field})
         try:
-            return parse_url(url, data_dir=self.data_dir, restrict_to_data_dir=True)
+            endpoint = parse_url(url, data_dir=self.data_dir, restrict_to_data_dir=True)
         except InvalidInput as exc:
             raise type(exc)(f"{field}: {exc.message}", details={"field": field}) from None
+        self.hosts.check(endpoint, field)  # before any connection
+        return endpoint
 
     def _endpoints(self, spec: MigrationSpec) -> Endpoints:
         return Endpoints(self._endpoint("sourceDB", spec.source), self._endpoint("targetDB", spec.target))

@@ -23,6 +23,7 @@ from service.connectors.registry import open_sink, open_source
 from service.connectors.transient import is_transient
 from service.core.batch import Batch, Checkpoint, NativeFormat, Reject
 from service.core.errors import InvalidInput, MigratorError, PipelineError, RejectLimit, RetriesExhausted
+from service.core.hosts import HostPolicy
 from service.core.schema import TableSchema
 from service.core.urls import EndpointUrl, parse_url
 from service.pipeline.gate import Gate
@@ -64,11 +65,17 @@ class Endpoints:
     target: EndpointUrl
 
 
-def resolve(spec: MigrationSpec, data_dir: Path, *, restrict: bool = False) -> Endpoints:
-    return Endpoints(
+def resolve(spec: MigrationSpec, data_dir: Path, *, restrict: bool = False,
+            hosts: HostPolicy | None = None) -> Endpoints:
+    """The spec's source and target; `hosts` refuses database hosts outside the allow-list."""
+    endpoints = Endpoints(
         parse_url(spec.source, data_dir=data_dir, restrict_to_data_dir=restrict),
         parse_url(spec.target, data_dir=data_dir, restrict_to_data_dir=restrict),
     )
+    if hosts is not None:
+        hosts.check(endpoints.source, "source")
+        hosts.check(endpoints.target, "target")
+    return endpoints
 
 
 async def create_or_resume(store: StateStore, spec: MigrationSpec, endpoints: Endpoints) -> tuple[MigrationRecord, bool]:
