@@ -17,6 +17,7 @@ class NativeFormat(StrEnum):
 
     PG_BINARY = "pg_binary"  # a complete PostgreSQL binary COPY stream (header, tuples, trailer)
     CSV = "csv"  # CSV rows without a header, in the target's dialect
+    CSV_SAFE = "csv_safe"  # the same, text cells starting with = + - @ TAB CR prefixed with ' (excelSafe)
     BSON = "bson"  # one BSON document per part, exactly as MongoDB returned it
 
 

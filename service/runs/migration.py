@@ -496,7 +496,7 @@ def _native_format(source: Source, writer: TableWriter, schema: TableSchema, spe
     if spec.rules.get(schema.name) or spec.transforms.get(schema.name) or spec.dedupe.get(schema.name):
         return None
     shared = source.native_formats(schema) & writer.native_formats(schema)
-    for fmt in (NativeFormat.PG_BINARY, NativeFormat.BSON, NativeFormat.CSV):
+    for fmt in (NativeFormat.PG_BINARY, NativeFormat.BSON, NativeFormat.CSV, NativeFormat.CSV_SAFE):
         if fmt in shared:
             return fmt
     return None

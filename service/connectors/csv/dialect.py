@@ -28,6 +28,9 @@ class CsvOptions:
     false_values: tuple[str, ...] = ("false", "False", "FALSE", "f")
     sample_rows: int = 10_000
     types: Mapping[str, Mapping[str, pa.DataType]] = field(default_factory=dict)
+    # Exports: a text cell starting with = + - @, TAB or CR gets a leading ' so that spreadsheet
+    # programs show it instead of running it as a formula (CSV injection). Numbers are never altered.
+    excel_safe: bool = True
 
     @property
     def is_utf8(self) -> bool:
@@ -39,7 +42,7 @@ class CsvOptions:
         if not raw:
             return cls()
         problems: list[str] = []
-        known = {"delimiter", "quote", "encoding", "header", "nullValues", "sampleRows", "types"}
+        known = {"delimiter", "quote", "encoding", "header", "nullValues", "sampleRows", "types", "excelSafe"}
         for k in raw:
             if k not in known:
                 problems.append(f"csv.{k}: unknown option (known: {', '.join(sorted(known))})")
@@ -60,6 +63,9 @@ class CsvOptions:
         nulls = raw.get("nullValues", [""])
         if not isinstance(nulls, list) or not all(isinstance(v, str) for v in nulls):
             problems.append("csv.nullValues must be a list of strings")
+        excel_safe = raw.get("excelSafe", True)
+        if not isinstance(excel_safe, bool):
+            problems.append("csv.excelSafe must be true or false")
         sample = raw.get("sampleRows", 10_000)
         if not isinstance(sample, int) or sample < 1:
             problems.append("csv.sampleRows must be a positive integer")
@@ -87,6 +93,7 @@ class CsvOptions:
             null_values=tuple(str(v) for v in nulls) if isinstance(nulls, list) else ("",),
             sample_rows=int(str(sample)),
             types=types,
+            excel_safe=bool(excel_safe),
         )
 
 

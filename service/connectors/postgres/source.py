@@ -110,7 +110,7 @@ class PostgresSource:
         return await self._keys(conn, sql, limit, f"checking foreign key {key.name} of {table}")
 
     def native_formats(self, schema: TableSchema) -> frozenset[NativeFormat]:
-        return frozenset({NativeFormat.PG_BINARY, NativeFormat.CSV})
+        return frozenset({NativeFormat.PG_BINARY, NativeFormat.CSV, NativeFormat.CSV_SAFE})
 
     async def read(
         self,
@@ -126,8 +126,9 @@ class PostgresSource:
         # All are this read's own, so that tables can be read at the same time.
         *readers, probe = await self._readers(READERS + 1)
         ranges = _KeyRanges(schema) if schema.key else _PageRanges(schema, batch_size)
-        select = (f"SELECT {', '.join(pgc.quote_ident(c) for c in schema.column_names)} "
-                  f"FROM {pgc.qualified(schema.name)} WHERE ")
+        columns = (_excel_safe(c) if native is NativeFormat.CSV_SAFE else pgc.quote_ident(c.name)
+                   for c in schema.columns)
+        select = f"SELECT {', '.join(columns)} FROM {pgc.qualified(schema.name)} WHERE "
         fmt = "binary" if native is NativeFormat.PG_BINARY else "csv"
         ahead: deque[tuple[Step, asyncio.Task[tuple[list[bytes], int]]]] = deque()
         seq, row, planned, exhausted, position = 0, start_row, 0, False, after
@@ -261,3 +262,17 @@ class _PageRanges:
         end = start + self.pages_per_batch
         where = f"ctid >= '({start},0)'::tid AND ctid < '({end},0)'::tid"
         return where, [], [str(end)], None
+
+
+_TEXT_TYPES = ("text", "character varying", "varchar", "character", "bpchar", "char", "citext", "name")
+_QUOTE = "''''"  # SQL for the text '
+
+
+def _excel_safe(column: Column) -> str:
+    """The column for an excel-safe CSV export (NativeFormat.CSV_SAFE), neutralised by the
+    server: a text value starting with = + - @, TAB or CR gets a leading '. Other types as they are."""
+    name = pgc.quote_ident(column.name)
+    base = (column.native_type or "").split("(")[0].strip().lower()
+    if base not in _TEXT_TYPES:
+        return name
+    return rf"CASE WHEN {name} ~ E'^[-=+@\t\r]' THEN {_QUOTE} || {name} ELSE {name} END AS {name}"
