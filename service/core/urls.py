@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from service.core.errors import InvalidUrl
 
@@ -142,7 +142,7 @@ def _file_path(url: str, masked: str, data_dir: Path, restrict: bool) -> Path:
     rest = url.split("://", 1)[1]
     if not rest.startswith("/") or rest == "/":
         raise InvalidUrl(f"file URL {masked!r} must look like csv:///relative/path or csv:////absolute/path")
-    raw = rest[1:]
+    raw = unquote(rest[1:])  # percent-encoded, as in any URL: %20 is a space — and %2e%2e is ..
     if "\x00" in raw:
         raise InvalidUrl(f"file URL {masked!r} contains a NUL byte")
     base = data_dir.resolve()

@@ -195,7 +195,9 @@ def inside(data_dir: Path) -> Path:
 
 @pytest.mark.parametrize("field", ["sourceDB", "targetDB"])
 @pytest.mark.parametrize("url", ["csv:///../outside", "csv:///inside/../../outside", "csv:////etc",
-                                 "sqlite:////tmp/x.db", "csv:///escape", "sqlite:///escape/x.db"])
+                                 "sqlite:////tmp/x.db", "csv:///escape", "sqlite:///escape/x.db",
+                                 "csv:///%2e%2e/outside", "csv:///inside/%2E%2E/%2e%2e/outside",
+                                 "sqlite:///%2e%2e/x.db", "csv:///%2fetc"])
 async def test_a_file_url_outside_the_data_folder_is_400(
         api: Api, inside: Path, data_dir: Path, tmp_path: Path, field: str, url: str) -> None:
     outside = tmp_path / "outside"
@@ -207,6 +209,14 @@ async def test_a_file_url_outside_the_data_folder_is_400(
     assert field in message and "outside the data folder" in message
     assert details == {"field": field}
     assert not (outside / "x.db").exists()
+
+
+@pytest.mark.parametrize("url", ["csv:///in\x00side", "sqlite:///x\x00.db", "csv:///inside%00"])
+async def test_a_nul_in_a_file_url_is_400(api: Api, inside: Path, url: str) -> None:
+    message, details = await error(api, "POST", "/api/migrations/initialize", 400, "invalid_url",
+                                   body={"sourceDB": url, "targetDB": "csv:///inside"})
+    assert "sourceDB" in message and "NUL" in message
+    assert details == {"field": "sourceDB"}
 
 
 async def test_a_csv_folder_inside_the_data_folder_is_accepted(api: Api, inside: Path) -> None:
