@@ -54,9 +54,10 @@ class Request:
     query: tuple[tuple[str, str], ...]
     body: bytes | None
     documented: frozenset[int]
+    auth: str = "token"  # token | missing | wrong
 
     def __str__(self) -> str:
-        return f"{self.method} {self.path} query={list(self.query)} body={self.body!r:.300}"
+        return f"{self.method} {self.path} query={list(self.query)} body={self.body!r:.300} auth={self.auth}"
 
 
 def operations(document: Mapping[str, Any]) -> list[Operation]:
@@ -151,7 +152,8 @@ def requests(draw: st.DrawFn, ops: Sequence[Operation], migration_id: str, hint:
             ANY_JSON.map(lambda v: json.dumps(v).encode()),
             st.binary(max_size=64),
         ))
-    return Request(op.method, path, tuple(query), body, op.statuses)
+    auth = draw(st.sampled_from(["token"] * 8 + ["missing", "wrong"]))
+    return Request(op.method, path, tuple(query), body, op.statuses, auth)
 
 
 @dataclass(frozen=True)
@@ -202,7 +204,8 @@ async def target(api: Api, new_pg_db: NewDatabase, data_dir: Path) -> Target:
 
 async def check(api: Api, request: Request) -> int:
     """Send `request` and check the answer's contract; its status."""
-    headers = dict(AUTH)
+    headers = dict(AUTH) if request.auth == "token" else (
+        {} if request.auth == "missing" else {"Authorization": "Bearer wrong-token"})
     async with api.client.request(request.method, request.path, params=list(request.query), data=request.body,
                                   headers=headers) as resp:
         status, content_type, raw = resp.status, resp.content_type, await resp.read()
@@ -210,6 +213,14 @@ async def check(api: Api, request: Request) -> int:
     assert status < 500, f"{request} -> {status}: {text[:500]}"
     assert "Traceback" not in text, f"{request} -> {status}: {text[:500]}"
     bare = request.path.split("?")[0]
+    if request.auth != "token" and bare.startswith("/api/"):  # every /api route, whatever else is wrong
+        assert status == 401, f"{request} -> {status}: {text[:300]}"
+        answer = orjson.loads(raw)
+        assert answer["success"] is False and answer["error"]["code"] == "unauthorized", text[:300]
+        return status
+    if bare.endswith("/report") and status == 200 and content_type == "text/markdown":
+        assert ("format", "md") in request.query, request
+        return status
     if bare == "/metrics" and status == 200:
         assert content_type == "text/plain", f"{request} -> {content_type}"
         return status
