@@ -285,9 +285,9 @@ class RunManager:
             entry = self._entries.get(record.id)
             if entry and entry.task and not entry.task.done():
                 raise WrongState(f"migration {record.id} is {record.status}: cancel it first, then roll it back")
-            entry = self._entry(record, urls)
+            entry = self._entry(record, urls, need=("targetDB",))  # a rollback never reads the source
             spec = entry.spec or self._stored_spec(record, entry)
-            target = self._endpoints(spec).target
+            target = self._endpoint("targetDB", spec.target)
 
             async def status(value: str, error: str | None) -> None:
                 self._emit(StatusChanged(record.id, value, error))
@@ -366,19 +366,23 @@ class RunManager:
         for k in done[:-_KEPT] if len(done) > _KEPT else []:
             del self._entries[k]
 
-    def _entry(self, record: MigrationRecord, urls: Mapping[str, str] | None = None) -> _Entry:
+    def _entry(self, record: MigrationRecord, urls: Mapping[str, str] | None = None,
+               need: tuple[str, ...] = ("sourceDB", "targetDB")) -> _Entry:
+        """The migration's entry; `urls` sent again replace the known ones (and the spec made from
+        them). Raises WrongState when a side in `need` has a password that was not stored."""
         entry = self._entries.get(record.id)
-        if urls:
-            source = urls.get("sourceDB") or (entry.source if entry else str(record.spec.get("source", "")))
-            target = urls.get("targetDB") or (entry.target if entry else str(record.spec.get("target", "")))
-            self._endpoint("sourceDB", source), self._endpoint("targetDB", target)
-            entry = self._entries[record.id] = _Entry(source, target, entry.spec if entry else None,
-                                                       entry.plan if entry else None)
         if entry is None:  # known only to the store (an earlier process)
             entry = self._entries[record.id] = _Entry(str(record.spec.get("source", "")),
                                                        str(record.spec.get("target", "")))
+        if urls:
+            source = urls.get("sourceDB") or entry.source
+            target = urls.get("targetDB") or entry.target
+            self._endpoint("sourceDB", source), self._endpoint("targetDB", target)
+            if (source, target) != (entry.source, entry.target):
+                entry.source, entry.target = source, target
+                entry.spec = None  # made again from the stored options and these URLs
         for side, url in (("sourceDB", entry.source), ("targetDB", entry.target)):
-            if lost_password(url):
+            if side in need and lost_password(url):
                 raise WrongState(f"the {side} password of migration {record.id} was not stored (only ${{VAR}} "
                                  f"references are); send it again: {{\"{side}\": \"…\"}} in the body, or use "
                                  "${VAR} in the URL")

@@ -50,11 +50,17 @@ class SqliteStateStore:
         self._ready = False
 
     async def open(self) -> SqliteStateStore:
+        # Owner-only from the start: SQLite gives its -wal and -shm files the database file's mode.
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+        for path in (self.path, *(self.path.with_name(self.path.name + s) for s in ("-wal", "-shm", "-journal"))):
+            if path.exists():
+                os.chmod(path, 0o600)
+
         def setup(c: sqlite3.Connection) -> None:
             c.executescript(_SCHEMA)
             if "record" not in {r[1] for r in c.execute("PRAGMA table_info(rejects)")}:  # a store from before it
                 c.execute("ALTER TABLE rejects ADD COLUMN record TEXT")
-            os.chmod(self.path, 0o600)
 
         await self.db.run(setup)
         self._ready = True
