@@ -9,6 +9,7 @@ import json
 import time
 from typing import Any
 
+import aiohttp
 from aiohttp import ClientWebSocketResponse, WSMsgType
 
 from tests.conftest import NewDatabase
@@ -273,3 +274,19 @@ async def test_fifty_clients_all_receive_the_report(api: Api, new_pg_db: NewData
             await ws.close()
     assert all(r[-1]["migrationId"] == mid for r in reports)
     assert [r[-1]["summary"]["migratedCount"] for r in reports] == [3_000] * 50
+
+
+async def test_a_websocket_message_over_64_kib_closes_that_socket_only(api: Api, new_pg_db: NewDatabase) -> None:
+    source, target = await two_databases(new_pg_db, 100)
+    await initialize(api, source, target)
+    async with api.client.ws_connect(EVENTS, headers=AUTH) as other, \
+            api.client.ws_connect(EVENTS, headers=AUTH) as ws:
+        await receive(ws)
+        await receive(other)
+        await ws.send_str("x" * (64 * 1024 + 1))
+        closed = await ws.receive(timeout=10)
+        assert closed.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING)
+        assert ws.close_code == aiohttp.WSCloseCode.MESSAGE_TOO_BIG
+        await other.send_json({"action": "cancel"})  # the service and its other clients go on
+        assert (await until(other, "ack"))[-1]["status"] == "cancelled"
+    assert (await api.get("/health"))["status"] == "ok"
