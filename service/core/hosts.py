@@ -41,6 +41,14 @@ class HostPolicy:
         """Raise InvalidUrl naming the host when `url` may not be used."""
         if not self.active or url.kind not in (Kind.POSTGRES, Kind.MONGO):
             return
+        parts = urlsplit(url.secret_url)
+        if parts.netloc.count("@") > 1:  # drivers and urlsplit disagree on where the hosts start
+            raise InvalidUrl(f"{field}: more than one @ in the URL's authority ({url.masked}): write the "
+                             "password's @ as %40", details={"field": field})
+        if parts.scheme == "mongodb+srv":  # the hosts come from DNS at connect time: they cannot be checked here
+            raise InvalidUrl(f"{field}: mongodb+srv:// URLs are refused when MIGRATOR_ALLOWED_HOSTS is set (their "
+                             "hosts come from DNS when connecting); list the hosts in a mongodb:// URL",
+                             details={"field": field})
         for host in _hosts(url):
             if not host or host.startswith("/") or host.startswith("@"):
                 raise InvalidUrl(f"{field}: unix sockets are not allowed when MIGRATOR_ALLOWED_HOSTS is set "

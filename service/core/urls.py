@@ -100,6 +100,16 @@ def substitute(url: str, env: Mapping[str, str]) -> str:
     return _VAR.sub(lambda m: env[m.group(1)], url)
 
 
+def _outside_credentials(url: str, kind: Kind) -> str:
+    """`url` without its user name and password (the whole URL for files)."""
+    if kind not in (Kind.POSTGRES, Kind.MONGO):
+        return url
+    scheme, _, rest = url.partition("://")
+    authority, slash, path = rest.partition("/")
+    hosts = authority.rsplit("@", 1)[-1]
+    return f"{scheme}://{hosts}{slash}{path}"
+
+
 def parse_url(
     url: str,
     *,
@@ -123,6 +133,10 @@ def parse_url(
         raise InvalidUrl(
             f"URL scheme {scheme!r} is not supported; expected one of postgresql://, mongodb://, csv://, sqlite://"
         )
+    if restrict_to_data_dir and _VAR.search(_outside_credentials(url, kind)):
+        # Over the API, ${VAR} is for credentials only: elsewhere its value would show up in
+        # messages (a path, a host), and a caller could read the service's environment with it.
+        raise InvalidUrl(f"URL {masked!r}: ${{VAR}} may only stand for a user name or password")
     resolved = substitute(url, os.environ if env is None else env)
     if kind in (Kind.POSTGRES, Kind.MONGO):
         try:

@@ -144,6 +144,11 @@ class MigrationSpec:
         target_tables = mapping("targetTables")
         if not all(isinstance(v, str) and v for v in target_tables.values()):
             problems.append("targetTables must map source table -> target table name")
+        # A table name becomes a file name for CSV and SQLite: none may reach out of its folder.
+        for where, names in (("tables", tables if isinstance(tables, list) else []),
+                             ("targetTables", [*target_tables, *target_tables.values()])):
+            problems += [f"{where}: {name!r} is not a table name (no /, \\, .. or NUL)" for name in names
+                         if isinstance(name, str) and _unsafe_name(name)]
         csv_opts = CsvOptions()
         raw_csv = d.get("csv")
         if raw_csv is not None and not isinstance(raw_csv, Mapping):
@@ -191,6 +196,10 @@ class MigrationSpec:
         if problems:
             raise InvalidSpec(problems)
         return spec
+
+
+def _unsafe_name(name: str) -> bool:
+    return any(c in name for c in ("/", "\\", "\x00")) or name.startswith("..") or ".." in name.split(".")
 
 
 def _retry(raw: object, problems: list[str]) -> tuple[bool, int, float, float]:

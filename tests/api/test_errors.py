@@ -4,6 +4,7 @@ status and a message that names what was wrong — never a 500, never a tracebac
 from __future__ import annotations
 
 import io
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -277,3 +278,22 @@ async def test_rejects_in_an_unknown_format_is_400_naming_it(api: Api, initializ
     message, details = await error(api, "GET", "/api/migrations/rejects?format=xml", 400, "invalid_input")
     assert "'format'" in message and "xml" in message
     assert details == {"field": "format"}
+
+
+@pytest.mark.parametrize("options", [{"targetTables": {"people": "../../outside"}}, {"tables": ["../people"]},
+                                     {"targetTables": {"people": "a/b"}}])
+async def test_table_names_that_would_lead_out_of_a_folder_are_400(
+        api: Api, inside: Path, data_dir: Path, options: dict[str, object]) -> None:
+    await api.post("/api/migrations/initialize", {"sourceDB": "csv:///inside", "targetDB": "csv:///out"})
+    message, _ = await error(api, "POST", "/api/migrations/plan", 400, "invalid_spec", body=options)
+    assert "is not a table name" in message
+    assert not (data_dir.parent / "outside.csv").exists()
+
+
+@pytest.mark.parametrize("url", ["csv:///${HOME}", "postgresql://u@${HOSTNAME}/db", "sqlite:///${PATH}.db"])
+async def test_a_var_outside_the_credentials_is_400_and_its_value_never_shown(
+        api: Api, inside: Path, url: str) -> None:
+    message, _ = await error(api, "POST", "/api/migrations/initialize", 400, "invalid_url",
+                             body={"sourceDB": url, "targetDB": "csv:///inside"})
+    assert "may only stand for a user name or password" in message
+    assert os.environ.get("HOME", "/nonexistent") not in message

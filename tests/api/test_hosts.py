@@ -51,3 +51,10 @@ async def test_the_api_refuses_a_host_outside_the_list_with_400_before_connectin
         assert "10.255.255.1" in refused["error"]["message"] and refused["error"]["details"]["field"] == "sourceDB"
         allowed = await api.post("/api/migrations/initialize", {"sourceDB": pg_dsn, "targetDB": pg_dsn})
         assert allowed["success"] is True
+
+
+@pytest.mark.parametrize("url", ["postgresql://u:pw@10.9.8.7:6543,x@127.0.0.1/db",
+                                 "mongodb+srv://u:pw@cluster0.example.net/db"])
+def test_urls_whose_hosts_a_driver_reads_differently_are_refused(url: str) -> None:
+    with pytest.raises(InvalidUrl, match="sourceDB: (more than one @|mongodb\\+srv)"):
+        check(["127.0.0.1"], url)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from service.core.errors import InvalidSpec
+from service.core.errors import InvalidInput, InvalidSpec
 from service.core.types import arrow_type_from_spec
 
 UTF8 = ("utf-8", "utf8", "utf-8-sig", "utf_8", "utf_8_sig")
@@ -98,5 +98,11 @@ class CsvOptions:
 
 
 def table_path(root: Path, table: str) -> Path:
-    """The file of `table` under a folder URL, or the file itself for a single-file URL."""
-    return root if root.suffix.lower() == ".csv" else root / f"{table}.csv"
+    """The file of `table` under a folder URL, or the file itself for a single-file URL. A table
+    name that would lead out of the folder is refused."""
+    if root.suffix.lower() == ".csv":
+        return root
+    path = root / f"{table}.csv"
+    if any(c in table for c in ("/", "\\", "\x00")) or not path.resolve().is_relative_to(root.resolve()):
+        raise InvalidInput(f"table name {table!r} would lead out of the CSV folder {root}")
+    return path
