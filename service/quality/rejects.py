@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from service.core.batch import REJECT_ERROR_COLUMN, Batch, Reject
+from service.core.excel import neutralised_text
 
 COLUMNS = ("table", "row", "key", "column", "value", "rule", "error")
 ERROR_COLUMN = REJECT_ERROR_COLUMN
@@ -67,9 +68,10 @@ def rejects_csv(rejects: Iterable[Reject]) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(COLUMNS)
-    for r in rejects:
-        writer.writerow((r.table, "" if r.row is None else r.row, r.key or "", r.column or "",
-                         "" if r.value is None else r.value, r.rule, r.message))
+    for r in rejects:  # excel-safe: this file is for reading, and values are the source's, unchecked
+        writer.writerow([neutralised_text(str(v)) for v in (r.table, "" if r.row is None else r.row, r.key or "",
+                                                            r.column or "", "" if r.value is None else r.value,
+                                                            r.rule, r.message)])
     return out.getvalue()
 
 

@@ -30,9 +30,10 @@ from service.connectors.base import Source
 from service.connectors.registry import open_source
 from service.core.batch import Reject
 from service.core.errors import MigratorError, UnknownTable
+from service.core.excel import neutralised
 from service.core.hashing import arange
 from service.core.schema import ForeignKey, TableSchema
-from service.core.urls import EndpointUrl
+from service.core.urls import EndpointUrl, Kind
 from service.quality.conform import ConformStage
 from service.quality.rows import Rows
 from service.quality.stage import TableQuality
@@ -93,8 +94,10 @@ async def verify(store: StateStore, migration_id: str, spec: VerifyOptions, sour
         await source.check()
         await target.check()
         schemas = {p.source: await source.describe(p.source) for p in tables}
-        results = [await _table(store, migration_id, spec, source, target, p, schemas, deep=deep, limit=limit)
-                   for p in tables]
+        # A CSV export with excelSafe holds risky text prefixed with ': the expected side is made so too.
+        excel = target_url.kind is Kind.CSV and bool(getattr(spec.csv, "excel_safe", False))
+        results = [await _table(store, migration_id, spec, source, target, p, schemas, deep=deep, limit=limit,
+                                excel=excel) for p in tables]
     finally:
         await asyncio.shield(source.close())
         await asyncio.shield(target.close())
@@ -108,7 +111,8 @@ async def verify(store: StateStore, migration_id: str, spec: VerifyOptions, sour
 
 
 async def _table(store: StateStore, migration_id: str, spec: VerifyOptions, source: Source, target: Source,
-                 pair: Pair, schemas: Mapping[str, TableSchema], *, deep: bool, limit: int) -> dict[str, object]:
+                 pair: Pair, schemas: Mapping[str, TableSchema], *, deep: bool, limit: int,
+                 excel: bool = False) -> dict[str, object]:
     schema = schemas[pair.source]
     rejects = await store.rejects(migration_id, table=pair.source, limit=100_000_000)
     source_count = await source.count(pair.source, exact=True)
@@ -132,7 +136,7 @@ async def _table(store: StateStore, migration_id: str, spec: VerifyOptions, sour
     key = [k for k in quality.schema.key if k in target_schema.column_names]
     if deep:
         problems += await _deep(spec, source, target, schema, target_schema, quality, key, rejects_rows(rejects),
-                                result, limit)
+                                result, limit, excel)
     if isinstance(target, IntegrityReader):
         problems += await _integrity(target, pair, schema, schemas, spec, key or list(target_schema.key), result,
                                      limit)
@@ -148,7 +152,7 @@ def rejects_rows(rejects: Sequence[Reject]) -> pa.Array:
 
 async def _deep(spec: VerifyOptions, source: Source, target: Source, schema: TableSchema, target_schema: TableSchema,
                 quality: TableQuality, key: list[str], rejected: pa.Array, result: dict[str, object],
-                limit: int) -> list[str]:
+                limit: int, excel: bool = False) -> list[str]:
     columns = [c for c in quality.schema.column_names if c in target_schema.column_names]
     json_columns = frozenset(c.name for c in target_schema.columns
                              if c.name in columns and (c.logical == "json" or (c.native_type or "") in ("json", "jsonb")))
@@ -160,7 +164,7 @@ async def _deep(spec: VerifyOptions, source: Source, target: Source, schema: Tab
     with Workspace() as folder:
         spills = (Spill(folder, "source", partitions), Spill(folder, "target", partitions)) if key else None
         try:
-            async for data in _expected_rows(source, schema, quality, conform, rejected, spec.batch_size):
+            async for data in _expected_rows(source, schema, quality, conform, rejected, spec.batch_size, excel):
                 await asyncio.to_thread(_take, sides[0], spills[0] if spills else None, data, columns, json_columns, key)
             async for batch in _read(target, target_schema, spec.batch_size):
                 await asyncio.to_thread(_take, sides[1], spills[1] if spills else None, batch.select(columns),
@@ -207,7 +211,7 @@ async def _read(reader: Source, schema: TableSchema, batch_size: int) -> AsyncIt
 
 
 async def _expected_rows(source: Source, schema: TableSchema, quality: TableQuality, conform: ConformStage,
-                         rejected: pa.Array, batch_size: int) -> AsyncIterator[pa.RecordBatch]:
+                         rejected: pa.Array, batch_size: int, excel: bool = False) -> AsyncIterator[pa.RecordBatch]:
     """The source's rows as the run wrote them: without the rows it rejected, transformed, cast."""
     batches = source.read(schema, after=None, start_row=1, batch_size=batch_size, native=None)
     async with contextlib.aclosing(batches):
@@ -219,7 +223,8 @@ async def _expected_rows(source: Source, schema: TableSchema, quality: TableQual
             if len(rejected):
                 keep = pc.invert(pc.is_in(numbers, value_set=rejected))
                 data, numbers = data.filter(keep), numbers.filter(keep)
-            yield await asyncio.to_thread(_transformed, quality, conform, data, numbers, batch.first_row)
+            expected = await asyncio.to_thread(_transformed, quality, conform, data, numbers, batch.first_row)
+            yield neutralised(expected) if excel else expected
 
 
 def _transformed(quality: TableQuality, conform: ConformStage, data: pa.RecordBatch, numbers: pa.Array,

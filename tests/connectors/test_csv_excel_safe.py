@@ -57,3 +57,24 @@ async def test_excel_safe_false_writes_values_as_they_are(store: StateStore, dat
     assert run.status == "completed"
     assert [r[1] for r in rows_of(data_dir / "raw" / "cells.csv")[1:6]] == ["=1+2", "+cmd", "-x", "@SUM(A1)",
                                                                             "\tindent"]
+
+
+async def test_risky_text_in_a_column_of_any_declared_type_is_neutralised(
+    store: StateStore, data_dir: Path
+) -> None:
+    import sqlite3
+
+    db = data_dir / "in.db"
+    with sqlite3.connect(db) as c:
+        c.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, amount NUMERIC, doc JSON, v TEXT)")
+        c.execute("INSERT INTO t VALUES (1, '=HYPERLINK(\"x\")', '@SUM(A1)', '-5'), (2, '-7.5', '{}', '-minus')")
+    run = await migrate(store, {"source": f"sqlite:///{db}", "target": "csv:///out"}, data_dir)
+    assert run.status == "completed"
+    rows = rows_of(data_dir / "out" / "t.csv")[1:]
+    assert rows == [["1", "'=HYPERLINK(\"x\")", "'@SUM(A1)", "-5"], ["2", "-7.5", "{}", "'-minus"]]
+
+
+async def test_an_excel_safe_export_verifies_ok_deep(store: StateStore, data_dir: Path, source: str) -> None:
+    run = await migrate(store, {"source": source, "target": "csv:///out", "verify": "deep"}, data_dir)
+    report = await store.report(run.id)
+    assert report is not None and report["ok"] is True, report

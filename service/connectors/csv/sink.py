@@ -20,7 +20,6 @@ from pathlib import Path
 
 import orjson
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from service.connectors.base import CommitTurn, OnRefusal
@@ -28,7 +27,8 @@ from service.connectors.csv.dialect import CsvOptions, table_path
 from service.core.arrow_text import printable
 from service.core.batch import Batch, Checkpoint, NativeFormat, NativePayload
 from service.core.errors import EndpointError, InvalidInput, TerminalError
-from service.core.schema import Column, ForeignKey, TableSchema
+from service.core.excel import neutralised
+from service.core.schema import ForeignKey, TableSchema
 from service.core.urls import EndpointUrl
 
 
@@ -133,7 +133,6 @@ class CsvTableWriter:
         self.migration_id = migration_id
         self.options = options
         self.schema = TableSchema(name=name, columns=source.columns, key=(), native_kind="csv")
-        self._text = frozenset(c.name for c in source.columns if _is_text(c))  # what excelSafe may touch
         self.created = not path.exists()
         self._offset = 0
 
@@ -181,7 +180,7 @@ class CsvTableWriter:
             if batch.data.format is not (NativeFormat.CSV_SAFE if self.options.excel_safe else NativeFormat.CSV):
                 raise EndpointError(f"CSV sink cannot take a {batch.data.format} payload")
             return batch.data.parts
-        data = printable(_neutralised(batch.data, self._text) if self.options.excel_safe else batch.data)
+        data = printable(neutralised(batch.data) if self.options.excel_safe else batch.data)
         out = io.BytesIO()
         pacsv.write_csv(
             data,
@@ -271,28 +270,3 @@ def _sync(folder: Path) -> None:
     finally:
         os.close(fd)
 
-
-_RISKY = r"^[-=+@\t\r]"
-
-
-def _neutralised(data: pa.RecordBatch, text: frozenset[str]) -> pa.RecordBatch:
-    """Cells of the `text` columns starting with = + - @, TAB or CR, prefixed with ' (excelSafe);
-    other columns — numbers, exact decimals carried as text, JSON, uuids — untouched."""
-    arrays = []
-    for name, array in zip(data.schema.names, data.columns):
-        if name in text and (pa.types.is_string(array.type) or pa.types.is_large_string(array.type)):
-            risky = pc.match_substring_regex(array, _RISKY)
-            if pc.any(risky).as_py():
-                array = pc.if_else(risky, pc.binary_join_element_wise("'", array, ""), array)
-        arrays.append(array)
-    return pa.RecordBatch.from_arrays(arrays, schema=data.schema)
-
-
-def _is_text(column: Column) -> bool:
-    """A column of free text (not a number, date, uuid or JSON the source keeps as text): its
-    source type, when there is one, is text by SQLite's affinity rule (…CHAR…, …TEXT…, …CLOB…)
-    or a string type."""
-    if column.logical is not None:
-        return False
-    native = (column.native_type or "").lower()
-    return not native or any(word in native for word in ("char", "text", "clob", "string", "name"))

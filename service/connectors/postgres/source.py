@@ -21,6 +21,7 @@ from service.connectors.postgres.copy_text import parse_copy_csv
 from service.connectors.postgres.types import arrow_type
 from service.core.batch import Batch, NativeFormat, NativePayload, Position
 from service.core.errors import EndpointError
+from service.core.excel import NOT_A_NUMBER_AFTER_MINUS, RISKY_START
 from service.core.schema import Column, ForeignKey, TableSchema
 from service.core.urls import EndpointUrl
 
@@ -275,4 +276,5 @@ def _excel_safe(column: Column) -> str:
     base = (column.native_type or "").split("(")[0].strip().lower()
     if base not in _TEXT_TYPES:
         return name
-    return rf"CASE WHEN {name} ~ E'^[-=+@\t\r]' THEN {_QUOTE} || {name} ELSE {name} END AS {name}"
+    test = f"{name} ~ E'{RISKY_START}' OR {name} ~ '{NOT_A_NUMBER_AFTER_MINUS}'"
+    return f"CASE WHEN {test} THEN {_QUOTE} || {name} ELSE {name} END AS {name}"
