@@ -25,7 +25,7 @@ from service.core.batch import Batch, Checkpoint, NativeFormat, Reject
 from service.core.errors import InvalidInput, MigratorError, PipelineError, RejectLimit, RetriesExhausted
 from service.core.hosts import HostPolicy
 from service.core.schema import TableSchema
-from service.core.urls import EndpointUrl, parse_url
+from service.core.urls import EndpointUrl, Kind, parse_url
 from service.pipeline.gate import Gate
 from service.pipeline.pipeline import PipelineConfig, Stage, first_cause, run_table
 from service.pipeline.progress import InFlight, TableProgress, TableStatus
@@ -385,10 +385,15 @@ class Migration:
                                         if c not in pinned})
             quality = self._quality(schema)
         try:
-            if quality.dedupe is not None and quality.dedupe.against_target and not writer.created:
-                await self._seed_dedupe(quality.dedupe, target)
             stored = await self.store.load_checkpoint(self.id, schema.name)
             start = await writer.reconcile(stored)
+            # Duplicate detection remembers the keys already in the target: always with
+            # againstTarget, and on a resume or retry (the rows committed before are in the target,
+            # and must count as seen) — but for CSV targets, whose rows wait in a hidden partial file.
+            dedupe = quality.dedupe
+            if dedupe is not None and ((dedupe.against_target and not writer.created) or (
+                    start is not None and self.endpoints.target.kind is not Kind.CSV)):
+                await self._seed_dedupe(dedupe, target)
             if stored is not None and start is None:
                 await self._log("WARNING", f"Table {schema.name}: the target no longer holds the rows of the last "
                                            "checkpoint; starting the table over", table=schema.name)
