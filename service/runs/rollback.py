@@ -47,16 +47,19 @@ async def roll_back(store: StateStore, record: MigrationRecord, spec: MigrationS
         if on_log is not None:
             on_log(entry)
 
-    await status("rolling_back", None)
-    await log("INFO", f"Rollback started: {target.masked} returns to its state before the run")
     sink = open_sink(target, timeout=spec.timeout, csv=spec.csv, parallel=1, mode=spec.mode, mongo=spec.mongo)
     try:
-        await sink.check()
-        done = await sink.rollback(record.id)
-    except MigratorError as exc:
-        await log("ERROR", f"Rollback failed: {exc.message} (run it again to finish)")
-        await status("rolling_back", exc.message)
-        raise
+        await sink.check()  # an unreachable target leaves the migration as it was (still resumable)
+        await status("rolling_back", None)
+        await log("INFO", f"Rollback started: {target.masked} returns to its state before the run")
+        try:
+            done = await sink.rollback(record.id)
+        except Exception as exc:
+            reason = exc.message if isinstance(exc, MigratorError) else f"{type(exc).__name__}: {exc}"
+            reason = target.redact(reason)
+            await log("ERROR", f"Rollback failed: {reason} (run it again to finish)")
+            await status("rolling_back", reason)
+            raise
     finally:
         await sink.close()
     for line in done:

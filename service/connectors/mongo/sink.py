@@ -355,12 +355,15 @@ class MongoTableWriter:
             await self._keep((d["_id"], found.get(d["_id"])) for d in docs)
             return
         filters = [{k: d.get(k) for k in self._match} for d in docs]
-        found_by = {tuple(types.as_stored(e).get(k) for k in self._match): e
-                    async for e in self._coll.find({"$or": filters})}
-        pairs = []
+        found_by: dict[tuple[object, ...], list[Document]] = {}
+        async for e in self._coll.find({"$or": filters}):
+            found_by.setdefault(tuple(repr(types.as_stored(e).get(k)) for k in self._match), []).append(e)
+        pairs: list[tuple[object, Document | None]] = []
         for d in docs:
-            existing = found_by.get(tuple(types.as_stored(d).get(k) for k in self._match))
-            pairs.append((existing["_id"], existing) if existing is not None else (d["_id"], None))
+            # Every document the match selects (several when the keys are not unique: the update
+            # changes one of them, which one is the server's choice).
+            existing = found_by.get(tuple(repr(types.as_stored(d).get(k)) for k in self._match), [])
+            pairs += [(e["_id"], e) for e in existing] or [(d["_id"], None)]
         await self._keep(pairs)
 
     async def _keep(self, pairs: Iterable[tuple[object, Document | None]]) -> None:

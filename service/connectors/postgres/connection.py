@@ -157,8 +157,9 @@ async def foreign_keys(conn: asyncpg.Connection, oid: int) -> list[ForeignKey]:
 
 
 async def indexes(conn: asyncpg.Connection, oid: int) -> list[Index]:
-    """The table's secondary indexes over plain columns (not the primary key; no expression or
-    partial indexes), ascending or descending."""
+    """The table's secondary btree indexes over plain key columns (not the primary key; no
+    expression or partial indexes; INCLUDE columns left out), ascending or descending. Other
+    access methods (hash, GIN, GiST …) are not recreated."""
     rows = await conn.fetch(
         """
         SELECT ic.relname AS name, i.indisunique AS uniq,
@@ -166,9 +167,11 @@ async def indexes(conn: asyncpg.Connection, oid: int) -> list[Index]:
                array_agg((i.indoption[k.ord - 1] & 1) = 1 ORDER BY k.ord) AS descending
         FROM pg_index i
         JOIN pg_class ic ON ic.oid = i.indexrelid
+        JOIN pg_am am ON am.oid = ic.relam AND am.amname = 'btree'
         CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
         JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
         WHERE i.indrelid = $1 AND NOT i.indisprimary AND i.indpred IS NULL AND i.indexprs IS NULL
+          AND k.ord <= i.indnkeyatts
         GROUP BY ic.relname, i.indisunique, i.indexrelid
         ORDER BY i.indexrelid
         """,

@@ -215,7 +215,7 @@ class PostgresSink:
                 continue
             what = f"{table}: foreign key {key.name} ({', '.join(key.columns)}) → {key.table}"
             try:
-                await conn.execute(_foreign_key_sql(table, key))
+                await conn.execute(_foreign_key_sql(table, key), timeout=_BUILD_TIMEOUT)  # may wait for locks
             except asyncpg.PostgresError as exc:
                 notes.append(("WARNING", f"{what} not added: {pgc.server_message(exc)}"))
                 continue
@@ -255,7 +255,7 @@ def _create_table_sql(source: TableSchema, target: str, *, temporary: bool = Fal
 
 def _index_sql(index: Index, table: str) -> str:
     cols = ", ".join(pgc.quote_ident(name) + (" DESC" if order == -1 else "") for name, order in index.fields)
-    return (f"CREATE {'UNIQUE ' if index.unique else ''}INDEX IF NOT EXISTS {pgc.quote_ident(index.name)} "
+    return (f"CREATE {'UNIQUE ' if index.unique else ''}INDEX {pgc.quote_ident(index.name)} "
             f"ON {pgc.qualified(table)} ({cols})")
 
 
@@ -432,6 +432,10 @@ class PostgresTableWriter:
             for index in self._source.indexes:
                 if not all(name in self.schema.column_names for name, _ in index.fields):
                     continue  # a column a transform dropped or renamed
+                if await conn.fetchval("SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                                       "WHERE i.indrelid = to_regclass($1) AND c.relname = $2",
+                                       pgc.qualified(self.schema.name), index.name):
+                    continue  # built by an earlier attempt of this run
                 try:
                     await conn.execute(_index_sql(index, self.schema.name), timeout=_BUILD_TIMEOUT)
                 except asyncpg.PostgresError as exc:
