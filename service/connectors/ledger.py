@@ -128,8 +128,9 @@ def marks_sql(ph: Placeholder) -> str:
 
 def xmin_marks_sql() -> str:
     """PostgreSQL: the transaction ids of a migration's writes into a table (each write row's own
-    xmin, which its batch's rows share)."""
-    return f"SELECT DISTINCT xmin::text::bigint FROM {WRITES} WHERE migration_id = $1 AND table_name = $2"
+    xmin, which its batch's rows share), each with the number of rows written with it."""
+    return (f"SELECT xmin::text::bigint, sum(CASE WHEN mark ~ '^[0-9]+$' THEN mark::bigint ELSE 0 END) FROM {WRITES}"
+            " WHERE migration_id = $1 AND table_name = $2 GROUP BY 1")
 
 
 def forget_sql(ph: Placeholder) -> list[str]:

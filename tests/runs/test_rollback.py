@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from service.core.errors import RejectLimit, WrongState
+from service.core.errors import EndpointError, RejectLimit, WrongState
 from service.runs.migration import Migration, resolve
 from service.runs.rollback import roll_back
 from service.store.base import StateStore
@@ -110,3 +110,25 @@ async def test_a_cancelled_run_is_undone_and_a_running_one_cannot_be(
     await undo(store, run, data_dir)
 
     assert await state(target) == before
+
+
+async def test_a_table_rewritten_since_the_run_is_not_rolled_back_at_all(
+    store: StateStore, data_dir: Path, dbs: tuple[str, str]
+) -> None:
+    source, target = dbs
+    await pg.execute(target, "CREATE TABLE big (id bigint PRIMARY KEY, name text, amount numeric(12,2), note text)",
+                     "INSERT INTO big VALUES (-1, 'mine', 1.00, 'before')")
+    run = await migrate(store, {"source": source, "target": target, "batchSize": 5000}, data_dir)
+    # A restore in one transaction: every row, and the run's marks, now carry one transaction id.
+    await pg.execute(target, """BEGIN;
+        CREATE TEMP TABLE b AS SELECT * FROM big; CREATE TEMP TABLE w AS SELECT * FROM _migrator_writes;
+        DELETE FROM big; INSERT INTO big SELECT * FROM b; DELETE FROM _migrator_writes;
+        INSERT INTO _migrator_writes SELECT * FROM w; COMMIT""")
+    before = await state(target)
+
+    with pytest.raises(EndpointError, match="rollback refused, nothing was changed"):
+        await undo(store, run, data_dir)
+
+    assert await state(target) == before  # the pre-existing row is still there
+    record = await store.get_migration(run.id)
+    assert record is not None and record.status == "rolling_back"

@@ -179,12 +179,19 @@ class PostgresSink:
                         await conn.execute(f"DROP TABLE {pgc.qualified(table)} CASCADE", timeout=_BUILD_TIMEOUT)
                         done.append(f"dropped table {table} (the run created it)")
                     continue
-                marks = [int(m) for (m,) in await conn.fetch(ledger.xmin_marks_sql(), migration_id, table)]
+                marks = await conn.fetch(ledger.xmin_marks_sql(), migration_id, table)
                 if marks and exists:
+                    xids, written = [int(r[0]) for r in marks], sum(int(r[1]) for r in marks)
                     status = await conn.execute(f"DELETE FROM {pgc.qualified(table)} "
-                                                "WHERE xmin::text::bigint = ANY($1::bigint[])", marks,
+                                                "WHERE xmin::text::bigint = ANY($1::bigint[])", xids,
                                                 timeout=_BUILD_TIMEOUT)
-                    done.append(f"deleted {status.rsplit(' ', 1)[-1]} row(s) the run inserted into {table}")
+                    deleted = int(status.rsplit(" ", 1)[-1])
+                    if deleted > written:  # the marks no longer single out the run's rows: undo nothing
+                        raise TerminalError(
+                            f"{table} holds {deleted} rows with the transaction ids of the run's {written}: the "
+                            "table was rewritten since (e.g. restored from a dump in one transaction); rollback "
+                            "refused, nothing was changed")
+                    done.append(f"deleted {deleted} row(s) the run inserted into {table}")
             for sql in ledger.forget_sql(ledger.dollar):
                 await conn.execute(sql, migration_id)
         return done
@@ -345,10 +352,11 @@ class PostgresTableWriter:
         """COPY `payload` in the (sub)transaction under way. Into a table the run did not create,
         a row in the ledger's writes table goes with it: inserted by the same subtransaction, its
         own xmin is the xmin of the copied rows — what a rollback deletes them by."""
-        await conn.copy_to_table(self._table, schema_name=self._schema_name, source=_once(payload),
-                                 columns=self._columns, format=fmt)
-        if not self.created:
-            await conn.execute(ledger.add_write_sql(ledger.dollar, "'xmin'"), self._migration_id, self.schema.name)
+        status = await conn.copy_to_table(self._table, schema_name=self._schema_name, source=_once(payload),
+                                          columns=self._columns, format=fmt)
+        if not self.created:  # the mark: how many rows (its xmin says which)
+            await conn.execute(ledger.add_write_sql(ledger.dollar, "$3"), self._migration_id, self.schema.name,
+                               str(status).rsplit(" ", 1)[-1])
 
     async def _isolate(self, conn: asyncpg.Connection, batch: Batch, data: pa.RecordBatch, offset: int,
                        refusal: asyncpg.PostgresError) -> list[Reject]:

@@ -195,17 +195,16 @@ class SqliteTableWriter:
 
     def _watch_inserts(self, c: sqlite3.Connection) -> None:
         """A TEMP trigger (this connection's only; the table is not altered) that notes the
-        rowid — or, in a WITHOUT ROWID table, the primary key — of each row inserted."""
+        primary key — or, in a table without one, the rowid — of each row inserted."""
         c.execute("CREATE TEMP TABLE IF NOT EXISTS _migrator_new (mark TEXT)")
         table = quote_ident(self.schema.name)
         trigger = quote_ident(f"_migrator_watch_{self.schema.name}")
         key = [str(r[1]) for r in sorted((r for r in c.execute(f"PRAGMA table_info({table})") if int(r[5])),
                                          key=lambda r: int(r[5]))]
-        try:
-            c.execute(f"SELECT rowid FROM {table} LIMIT 0")
-            noted = "'rowid:' || new.rowid"
-        except sqlite3.OperationalError:  # WITHOUT ROWID: its primary key
+        if key:  # the primary key: it stays the row's, where a VACUUM may renumber rowids
             noted = "'key:' || json_array(" + ", ".join(f"new.{quote_ident(k)}" for k in key) + ")"
+        else:
+            noted = "'rowid:' || new.rowid"
         c.execute(f"CREATE TEMP TRIGGER IF NOT EXISTS {trigger} AFTER INSERT ON main.{table} "
                   f"BEGIN INSERT INTO _migrator_new VALUES ({noted}); END")
 
