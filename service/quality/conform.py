@@ -50,17 +50,22 @@ class ConformStage:
         self.source = source
         self.target = target
         self.columns = source.column_names
-        self.types = {c: target.column(c).type for c in self.columns}
-        self.required = {c for c in self.columns if not target.column(c).nullable}
-        for c in self.columns:
-            from_type = source.column(c).type
+        by_name = {c.name: c for c in target.columns}  # one pass: tables may have thousands of columns
+        self.types = {c: by_name[c].type for c in self.columns}
+        self.required = {c for c in self.columns if not by_name[c].nullable}
+        checked: set[tuple[pa.DataType, pa.DataType]] = set()
+        for column in source.columns:
+            c, from_type = column.name, column.type
+            if (from_type, self.types[c]) in checked:
+                continue
             try:
                 pc.cast(pa.array([None], from_type), self.types[c])
             except CAST_ERRORS:
                 raise InvalidInput(
                     f"column {source.name}.{c} ({from_type}) cannot be converted to the target's type "
-                    f"{target.column(c).native_type or self.types[c]}"
+                    f"{by_name[c].native_type or self.types[c]}"
                 ) from None
+            checked.add((from_type, self.types[c]))
 
     async def __call__(self, batch: Batch) -> Batch:
         if isinstance(batch.data, NativePayload) or self._fits(batch.data):

@@ -214,11 +214,10 @@ async def test_a_null_last_field_stays_null_when_the_file_does_not_end_with_a_ne
 
 
 @pytest.mark.timeout(5)
-@pytest.mark.xfail(strict=True, reason="known bug (issue 9, open): a last line of spaces without a newline is dropped")
 async def test_a_last_line_of_spaces_without_a_newline_is_rejected_like_any_ragged_row(
     store: StateStore, data_dir: Path
 ) -> None:
-    """BUG (minor, found by test_csv_fuzz): space_only_last_line.csv is `id,name` / `1,a` / ` `
+    """Was a bug (minor, found by test_csv_fuzz): space_only_last_line.csv is `id,name` / `1,a` / ` `
     (a space, no line end). Followed by a line end, that 1-field row is a reject ('expected 2
     fields, found 1'); without one it vanishes: written 1, failed 0 — reader.py CsvFile.blocks drops
     a last block whose bytes are all whitespace (`if buf.strip()`)."""
@@ -302,11 +301,10 @@ async def test_a_latin1_file_loads_when_its_encoding_is_set(store: StateStore, d
 
 
 @pytest.mark.timeout(5)
-@pytest.mark.xfail(strict=True, reason="known bug (issue 9, open): invalid UTF-8 in data rows fails the run with a raw ArrowInvalid naming no file")
 async def test_a_latin1_file_read_as_utf8_is_refused_clearly_or_rejected_row_by_row(
     store: StateStore, data_dir: Path
 ) -> None:
-    """BUG: latin1.csv with the default encoding (UTF-8). Expected: a clear refusal naming the file
+    """Was a bug: latin1.csv with the default encoding (UTF-8). Expected: a clear refusal naming the file
     and csv.encoding (as given when the bad byte is in the header), or rows 1 and 2 rejected and row 3
     loaded. Observed: PipelineError 'ArrowInvalid: In CSV column #1: CSV conversion error to string:
     invalid UTF8 data' (raised from pyarrow.csv.read_csv via source._parse_typed / CsvFile.parse,
@@ -380,11 +378,10 @@ async def test_an_empty_file_is_refused_as_having_no_header(store: StateStore, d
 
 
 @pytest.mark.timeout(5)
-@pytest.mark.xfail(strict=True, reason="known bug (issue 9, open): an empty file with header: false reaches the SQLite sink as CREATE TABLE with no columns")
 async def test_an_empty_file_without_a_header_is_loaded_as_nothing_or_refused_clearly(
     store: StateStore, data_dir: Path
 ) -> None:
-    """BUG: empty.csv (0 bytes) with `csv: {header: false}`. Expected: a refusal naming the CSV file
+    """Was a bug (an SQL error from the sink): empty.csv (0 bytes) with `csv: {header: false}`. Expected: a refusal naming the CSV file
     (it has no columns), or an empty load. Observed: EndpointError 'SQLite file …/out.db: near ")":
     syntax error' — the reader describes a table of 0 columns and the SQLite sink runs
     `CREATE TABLE "empty" ()`; the message names neither the CSV file nor the problem."""
@@ -452,9 +449,8 @@ async def test_10000_columns_are_refused_by_sqlite_with_a_clear_error_within_5_s
 
 
 @pytest.mark.timeout(60)  # a hang guard; the budget is asserted
-@pytest.mark.xfail(strict=True, reason="known bug (issue 9, open): quadratic work in the number of columns (header duplicate check, ConformStage)")
 async def test_10000_columns_convert_to_a_csv_target_within_5_s(store: StateStore, data_dir: Path) -> None:
-    """BUG: the 10,000-column file (20 rows) into a CSV target (which has no column limit). Expected:
+    """Was a bug: the 10,000-column file (20 rows) into a CSV target (which has no column limit). Expected:
     every row and value, within 5 s. Observed: correct output after ~15-18 s. The time is quadratic
     in the column count: reader.py CsvFile.open checks header duplicates with `fields.count(f)` for
     every field (~1.2 s per open at 10,000 columns, on the event loop; a run opens the file 5+

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import codecs
 import csv
+from collections import Counter
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,12 +64,15 @@ class CsvFile:
         if self.options.header:
             if not fields or all(not f.strip() for f in fields):
                 raise EndpointError(f"CSV file {self.path} has no header row")
-            dupes = sorted({f for f in fields if fields.count(f) > 1})
+            seen = Counter(fields)
+            dupes = sorted(f for f, n in seen.items() if n > 1)
             if dupes:
                 raise EndpointError(f"CSV file {self.path}: duplicate column name(s) in header: {', '.join(dupes)}")
             self._names = [f.strip() if f.strip() else f"column_{i + 1}" for i, f in enumerate(fields)]
             self._data_start = first_end
         else:
+            if not fields:
+                raise EndpointError(f"CSV file {self.path} is empty: it has no row to count the columns of")
             self._names = [f"column_{i + 1}" for i in range(len(fields))]
             self._data_start = bom
 
@@ -135,7 +139,7 @@ class CsvFile:
                 chunk = await f.read(CHUNK)
                 buf = tail + chunk if tail else chunk  # one copy at most (the tail is usually short)
                 if not chunk:  # EOF: the rest, including a last row without a newline
-                    if buf.strip():
+                    if buf.strip(b"\r\n"):
                         yield Block(pos, pos + len(buf), buf)
                     return
                 end = await asyncio.to_thread(self.last_row_end, buf)
@@ -165,7 +169,13 @@ class CsvFile:
             return "skip"
 
         data = pa.py_buffer(block) if self.options.is_utf8 else self._decode(bytes(block)).encode()
-        table = self._read(data, types, on_invalid, threads=True)
+        try:
+            table = self._read(data, types, on_invalid, threads=True)
+        except pa.ArrowInvalid as exc:
+            if "invalid UTF8" not in str(exc):
+                raise
+            raise EndpointError(f"CSV file {self.path}: rows from {first_row} on hold bytes that are not valid "
+                                f"{self.options.encoding}; set csv.encoding (for example latin-1)") from None
         if rejects and any(r.row is None for r in rejects):
             # Arrow numbers invalid rows only when it parses in one thread: read this block again so.
             rejects.clear()
