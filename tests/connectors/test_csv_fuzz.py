@@ -109,7 +109,6 @@ async def check_loaded_plus_rejected_is_every_row(store: StateStore, data_dir: P
     assert all(r.rule == "csv_format" for r in rejects), shown
 
 
-@pytest.mark.xfail(strict=True, reason="known bugs (issue 9, open): end-of-file fields and U+FEFF at block starts, see test_csv_hostile.py")
 @pytest.mark.timeout(60)
 @EXAMPLES
 @given(case=csv_cases())
@@ -119,7 +118,6 @@ async def test_every_row_of_a_random_csv_file_is_loaded_unchanged_or_rejected(
     await check_loaded_plus_rejected_is_every_row(store, data_dir, case)
 
 
-@pytest.mark.xfail(strict=True, reason="known bugs (issue 9, open): end-of-file fields and U+FEFF at block starts, see test_csv_hostile.py")
 @pytest.mark.timeout(60)
 @EXAMPLES
 @given(case=csv_cases(), chunk=st.integers(1, 64))

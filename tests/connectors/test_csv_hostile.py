@@ -108,9 +108,8 @@ async def test_bare_quotes_inside_unquoted_fields_are_kept_as_literal_characters
 
 
 @pytest.mark.timeout(5)
-@pytest.mark.xfail(strict=True, reason="known bug (issue 9, open): a bare quote in the header makes the reader take the whole file as the header (raw csv.Error)")
 async def test_a_bare_quote_in_the_header_is_loaded_or_refused_clearly(store: StateStore, data_dir: Path) -> None:
-    """BUG: bare_quote_header.csv is `id,size"in` / `1,5` / `2,6`. Expected: columns `id`,
+    """Was a bug: bare_quote_header.csv is `id,size"in` / `1,5` / `2,6`. Expected: columns `id`,
     `size"in` and 2 rows, or a clear refusal. Observed: the header's quote parity never closes, the
     whole file is taken as the header line and Python's csv module raises
     `_csv.Error: new-line character seen in unquoted field` (reader.py CsvFile.open), surfacing as
@@ -125,11 +124,10 @@ async def test_a_bare_quote_in_the_header_is_loaded_or_refused_clearly(store: St
 
 
 @pytest.mark.timeout(5)
-@pytest.mark.xfail(strict=True, reason="known bug (issue 9, open): an unterminated quote swallows the following rows into one value, silently")
 async def test_an_unterminated_quote_does_not_silently_swallow_the_rows_after_it(
     store: StateStore, data_dir: Path
 ) -> None:
-    """BUG: unterminated_quote.csv is `id,name` / `1,"never closed` / `2,second` / `3,third`.
+    """Was a bug: unterminated_quote.csv is `id,name` / `1,"never closed` / `2,second` / `3,third`.
     Expected: a clear refusal, or row 1 rejected (a row-level error) — and rows 2 and 3 not hidden
     inside a loaded value. Observed: the run completes with 1 row written, 0 failed; row 1's name is
     'never closed\\n2,second\\n3,third\\n' (rows 2 and 3 vanish without a reject; the count the
@@ -197,11 +195,10 @@ async def test_ragged_rows_are_rejected_one_by_one_and_the_others_load(store: St
 
 
 @pytest.mark.timeout(5)
-@pytest.mark.xfail(strict=True, reason="known bug (issue 9, open): an empty last field at end of file without a newline loads as '' instead of NULL")
 async def test_a_null_last_field_stays_null_when_the_file_does_not_end_with_a_newline(
     store: StateStore, data_dir: Path
 ) -> None:
-    """BUG (found by test_csv_fuzz): null_after_quoted_no_final_newline.csv is `id,name,note` /
+    """Was a bug (found by test_csv_fuzz): null_after_quoted_no_final_newline.csv is `id,name,note` /
     `1,"a",` / `2,"b",` with no line end after the last row. Expected: note is NULL in both rows
     (an unquoted empty field), as it is for row 1. Observed: row 2's note is '' — pyarrow (26.0.1)
     takes an empty last field at the very end of its input, after a quoted field, as quoted, and
@@ -241,9 +238,8 @@ async def test_a_utf8_bom_is_not_part_of_the_first_column_name(store: StateStore
 
 
 @pytest.mark.timeout(5)
-@pytest.mark.xfail(strict=True, reason="known bug (issue 9, open): pyarrow skips a U+FEFF at the start of every block the reader hands it")
 async def test_a_bom_character_starting_the_first_data_row_is_kept(store: StateStore, data_dir: Path) -> None:
-    """BUG (found by test_csv_fuzz): bom_char_in_first_value.csv is `id,name` / `<U+FEFF>x1,a` /
+    """Was a bug (found by test_csv_fuzz): bom_char_in_first_value.csv is `id,name` / `<U+FEFF>x1,a` /
     `x2,b` (no BOM at the start of the file; the character starts the first data value). Expected:
     id '\ufeffx1' kept, as it would be in any later row. Observed: 'x1' — pyarrow skips a UTF-8 BOM
     at the start of every buffer it parses, and each block the reader hands it (the first data row
@@ -256,9 +252,8 @@ async def test_a_bom_character_starting_the_first_data_row_is_kept(store: StateS
 
 
 @pytest.mark.timeout(5)
-@pytest.mark.xfail(strict=True, reason="known bug (issue 9, open): pyarrow skips a U+FEFF at the start of every block the reader hands it")
 async def test_a_row_holding_only_a_bom_character_is_rejected_not_lost(store: StateStore, data_dir: Path) -> None:
-    """BUG (found by test_csv_fuzz): bom_char_only_row.csv is `id,name` / `<U+FEFF>` / `1,a`.
+    """Was a bug (found by test_csv_fuzz): bom_char_only_row.csv is `id,name` / `<U+FEFF>` / `1,a`.
     Expected: row 1 rejected (1 field of 2), as it is when it is not the first data row; row 2
     loaded. Observed: written 1, failed 0 — the skipped BOM leaves an empty line, which is no row:
     the row disappears without a reject."""
@@ -322,9 +317,8 @@ async def test_a_latin1_file_read_as_utf8_is_refused_clearly_or_rejected_row_by_
 
 
 @pytest.mark.timeout(5)
-@pytest.mark.xfail(strict=True, reason="known bug (issue 9, open): lone CR line endings: the header search reads the whole file (raw csv.Error)")
 async def test_lone_cr_line_endings_are_loaded_or_refused_clearly(store: StateStore, data_dir: Path) -> None:
-    """BUG: cr_only.csv is `id,name<CR>1,a<CR>2,b<CR>3,c<CR>` (classic Mac OS line ends). Expected:
+    """Was a bug: cr_only.csv is `id,name<CR>1,a<CR>2,b<CR>3,c<CR>` (classic Mac OS line ends). Expected:
     3 rows, or a clear refusal naming the file and the line endings. Observed: the reader finds no
     LF, reads the whole file as the header line and Python's csv module raises `_csv.Error: new-line
     character seen in unquoted field - do you need to open the file in universal-newline mode?`

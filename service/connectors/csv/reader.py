@@ -59,8 +59,12 @@ class CsvFile:
         bom = len(_BOM) if head.startswith(_BOM) else 0
         first_end = (self.first_row_end(head[bom:]) or len(head) - bom) + bom
         line = self._decode(head[bom:first_end]).rstrip("\r\n")
-        fields = next(csv.reader([line], delimiter=self.options.delimiter, quotechar=self.options.quote or '"',
-                                 quoting=csv.QUOTE_MINIMAL if self.options.quote else csv.QUOTE_NONE), [])
+        try:
+            fields = next(csv.reader([line], delimiter=self.options.delimiter, quotechar=self.options.quote or '"',
+                                     quoting=csv.QUOTE_MINIMAL if self.options.quote else csv.QUOTE_NONE), [])
+        except csv.Error as exc:
+            raise EndpointError(f"CSV file {self.path}: the header row cannot be read ({exc}); check its quotes, "
+                                "and that rows end with \\n or \\r\\n") from None
         if self.options.header:
             if not fields or all(not f.strip() for f in fields):
                 raise EndpointError(f"CSV file {self.path} has no header row")
@@ -140,7 +144,13 @@ class CsvFile:
                 buf = tail + chunk if tail else chunk  # one copy at most (the tail is usually short)
                 if not chunk:  # EOF: the rest, including a last row without a newline
                     if buf.strip(b"\r\n"):
-                        yield Block(pos, pos + len(buf), buf)
+                        quote = self.options.quote.encode() if self.options.quote else None
+                        if quote and buf.count(quote) % 2:
+                            raise EndpointError(
+                                f"CSV file {self.path}: a quoted field opened after byte {pos} is never closed, "
+                                "so every row after it would be read as part of it; close the quote")
+                        # A row end of its own: Arrow reads an empty last field as NULL only before one.
+                        yield Block(pos, pos + len(buf), buf if buf.endswith(b"\n") else bytes(buf) + b"\n")
                     return
                 end = await asyncio.to_thread(self.last_row_end, buf)
                 if end == 0:
@@ -169,6 +179,10 @@ class CsvFile:
             return "skip"
 
         data = pa.py_buffer(block) if self.options.is_utf8 else self._decode(bytes(block)).encode()
+        if bytes(data[:3]) == _BOM:
+            # Arrow skips a BOM that starts its input; here it is a value's first character. An
+            # empty line first (Arrow skips those) keeps it.
+            data = pa.py_buffer(b"\n" + bytes(data))
         try:
             table = self._read(data, types, on_invalid, threads=True)
         except pa.ArrowInvalid as exc:
