@@ -536,10 +536,10 @@ def test_a_100_mb_field_loads_whole_within_5_s_and_bounded_memory(tmp_path: Path
 
 
 @pytest.mark.timeout(150)  # a hang guard; the budget and memory are asserted on the subprocess' own run
-def test_a_100_mb_quoted_field_with_commas_quotes_and_newlines_loads_whole_in_bounded_memory(
+def test_a_100_mb_quoted_field_with_commas_quotes_and_newlines_loads_whole_within_5_s_and_bounded_memory(
     tmp_path: Path, data_dir: Path
 ) -> None:
-    """BUG (time): row 2's middle field is quoted and 100 MiB long, with a comma every 9 bytes and a
+    """Was a bug (time): row 2's middle field is quoted and 100 MiB long, with a comma every 9 bytes and a
     doubled quote and a newline every MiB. The value arrives whole, in ~540 MiB of growth, but the
     run takes 4.6-7.9 s (8 runs on this 2-CPU machine, 6 of them over the budget; 3.7-4.1 s with
     `verify: off`), against 2.8-3.5 s for the unquoted field above. The reader's chunk
@@ -561,4 +561,4 @@ def test_a_100_mb_quoted_field_with_commas_quotes_and_newlines_loads_whole_in_bo
                                  "length(blob) - length(replace(blob, char(34), '')) FROM big WHERE id = 2") == [
         (100, 100)]
     assert got["growth_mib"] < GROWTH_LIMIT_MIB, f"peak RSS grew by {got['growth_mib']:.0f} MiB"
-    # Its time (4.6-7.9 s, quadratic in the row's length) is a known issue, not asserted here: see the docstring.
+    assert got["seconds"] < BUDGET, f"the run took {got['seconds']:.1f} s"

@@ -115,15 +115,16 @@ class CsvFile:
             start, pos = pos, buf.find(b"\n", pos + 1)
         return 0
 
-    def last_row_end(self, buf: bytes) -> int:
-        """Offset just past the last complete row in `buf` (which starts at a row boundary), or 0."""
+    def last_row_end(self, buf: bytes, parity: int = 0) -> int:
+        """Offset just past the last complete row in `buf`, or 0. `buf` starts at a row boundary,
+        or inside a row whose earlier part held quotes of `parity` (0 even, 1 odd)."""
         pos = buf.rfind(b"\n")
         if not self.options.quote or pos < 0:
             return pos + 1
         quote = self.options.quote.encode()
         # Quote parity before `pos` = parity of all quotes minus those after it: one pass over
         # the block, then only the short stretches between candidate newlines.
-        before = buf.count(quote) - buf.count(quote, pos)
+        before = parity + buf.count(quote) - buf.count(quote, pos)
         while pos >= 0:
             if before % 2 == 0:
                 return pos + 1
@@ -134,33 +135,46 @@ class CsvFile:
 
     async def blocks(self, start: int | None) -> AsyncGenerator[Block, None]:
         """Runs of whole rows of about CHUNK bytes from byte offset `start` (None: the first data
-        row). Block boundaries depend only on `start`, so a resumed read sees the same rows."""
+        row). Block boundaries depend only on `start`, so a resumed read sees the same rows.
+
+        A row longer than a chunk is gathered chunk by chunk: only each new chunk is searched for
+        a row end (the quote parity of what came before is carried), and the pieces are joined
+        once — linear in the row's length, however long."""
         pos = self._data_start if start is None else start
-        tail = b""  # the start of a row the last chunk cut off
+        quote = self.options.quote.encode() if self.options.quote else None
+        tail: list[bytes] = []  # the start of a row the last chunks cut off
+        tail_len, parity = 0, 0  # its length, and the parity of the quotes in it
         async with aiofiles.open(self.path, "rb") as f:
             await f.seek(pos)
             while True:
                 chunk = await f.read(CHUNK)
-                buf = tail + chunk if tail else chunk  # one copy at most (the tail is usually short)
                 if not chunk:  # EOF: the rest, including a last row without a newline
+                    buf = b"".join(tail)
                     if buf.strip(b"\r\n"):
-                        quote = self.options.quote.encode() if self.options.quote else None
                         if quote and buf.count(quote) % 2:
                             raise EndpointError(
                                 f"CSV file {self.path}: a quoted field opened after byte {pos} is never closed, "
                                 "so every row after it would be read as part of it; close the quote")
                         # A row end of its own: Arrow reads an empty last field as NULL only before one.
-                        yield Block(pos, pos + len(buf), buf if buf.endswith(b"\n") else bytes(buf) + b"\n")
+                        yield Block(pos, pos + len(buf), buf if buf.endswith(b"\n") else buf + b"\n")
                     return
-                end = await asyncio.to_thread(self.last_row_end, buf)
+                end = await asyncio.to_thread(self.last_row_end, chunk, parity)
                 if end == 0:
-                    if len(buf) > 256 << 20:
+                    tail.append(chunk)
+                    tail_len += len(chunk)
+                    parity = (parity + (chunk.count(quote) if quote else 0)) % 2
+                    if tail_len > 256 << 20:
                         raise EndpointError(f"CSV file {self.path}: a row longer than 256 MiB at byte {pos}")
-                    tail = buf
                     continue
-                yield Block(pos, pos + end, memoryview(buf)[:end])  # a view: no copy of the block
-                pos += end
-                tail = buf[end:]
+                if tail:
+                    block: bytes | memoryview = b"".join([*tail, chunk[:end]])
+                else:
+                    block = memoryview(chunk)[:end]  # a view: no copy of the block
+                yield Block(pos, pos + len(block), block)
+                pos += len(block)
+                rest = chunk[end:]
+                tail, tail_len = ([rest], len(rest)) if rest else ([], 0)
+                parity = (rest.count(quote) % 2) if quote and rest else 0
 
     def parse(self, block: bytes | memoryview, types: dict[str, pa.DataType] | None, first_row: int) -> tuple[pa.Table, list[Reject]]:
         """Parse `block` into columns of `types` (None: infer). Ragged rows become rejects.
