@@ -34,6 +34,7 @@ from service.core.excel import neutralised
 from service.core.hashing import arange
 from service.core.schema import ForeignKey, TableSchema
 from service.core.urls import EndpointUrl, Kind
+from service.plan.planner import PlanOptions  # what a run's spec offers: planning and verifying read the same
 from service.quality.conform import ConformStage
 from service.quality.rows import Rows
 from service.quality.stage import TableQuality
@@ -42,28 +43,6 @@ from service.store.rows import now
 from service.verify.digest import Differences, Digest, Spill, Workspace, compare, partitions_for, row_hashes
 
 LIMIT = 20  # keys named per kind of difference
-
-
-class VerifyOptions(Protocol):
-    """What verification needs of a migration spec (runs.spec.MigrationSpec is one)."""
-
-    @property
-    def timeout(self) -> float: ...
-    @property
-    def batch_size(self) -> int: ...
-    @property
-    def validation(self) -> bool: ...
-    @property
-    def rules(self) -> Mapping[str, object]: ...
-    @property
-    def transforms(self) -> Mapping[str, object]: ...
-    @property
-    def dedupe(self) -> Mapping[str, object]: ...
-    @property
-    def csv(self) -> object: ...
-    @property
-    def mongo(self) -> object: ...
-    def target_name(self, table: str) -> str: ...
 
 
 @runtime_checkable
@@ -83,19 +62,19 @@ class Pair:
     target: str
 
 
-async def verify(store: StateStore, migration_id: str, spec: VerifyOptions, source_url: EndpointUrl,
+async def verify(store: StateStore, migration_id: str, spec: PlanOptions, source_url: EndpointUrl,
                  target_url: EndpointUrl, tables: Sequence[Pair], *, deep: bool = False,
                  limit: int = LIMIT) -> dict[str, object]:
     """The verification report: `{ok, deep, checkedAt, seconds, tables: [...]}`."""
     started = time.monotonic()
-    source = open_source(source_url, timeout=spec.timeout, csv=spec.csv, mongo=spec.mongo)  # type: ignore[arg-type]
-    target = open_source(target_url, timeout=spec.timeout, csv=spec.csv, mongo=spec.mongo)  # type: ignore[arg-type]
+    source = open_source(source_url, timeout=spec.timeout, csv=spec.csv, mongo=spec.mongo)
+    target = open_source(target_url, timeout=spec.timeout, csv=spec.csv, mongo=spec.mongo)
     try:
         await source.check()
         await target.check()
         schemas = {p.source: await source.describe(p.source) for p in tables}
         # A CSV export with excelSafe holds risky text prefixed with ': the expected side is made so too.
-        excel = target_url.kind is Kind.CSV and bool(getattr(spec.csv, "excel_safe", False))
+        excel = target_url.kind is Kind.CSV and spec.csv.excel_safe
         results = [await _table(store, migration_id, spec, source, target, p, schemas, deep=deep, limit=limit,
                                 excel=excel) for p in tables]
     finally:
@@ -110,7 +89,7 @@ async def verify(store: StateStore, migration_id: str, spec: VerifyOptions, sour
     }
 
 
-async def _table(store: StateStore, migration_id: str, spec: VerifyOptions, source: Source, target: Source,
+async def _table(store: StateStore, migration_id: str, spec: PlanOptions, source: Source, target: Source,
                  pair: Pair, schemas: Mapping[str, TableSchema], *, deep: bool, limit: int,
                  excel: bool = False) -> dict[str, object]:
     schema = schemas[pair.source]
@@ -150,7 +129,7 @@ def rejects_rows(rejects: Sequence[Reject]) -> pa.Array:
     return pa.array(sorted({r.row for r in rejects if r.row is not None}), pa.int64())
 
 
-async def _deep(spec: VerifyOptions, source: Source, target: Source, schema: TableSchema, target_schema: TableSchema,
+async def _deep(spec: PlanOptions, source: Source, target: Source, schema: TableSchema, target_schema: TableSchema,
                 quality: TableQuality, key: list[str], rejected: pa.Array, result: dict[str, object],
                 limit: int, excel: bool = False) -> list[str]:
     columns = [c for c in quality.schema.column_names if c in target_schema.column_names]
@@ -245,7 +224,7 @@ async def _has_table(reader: IntegrityReader, table: str) -> bool:
 
 
 async def _integrity(target: IntegrityReader, pair: Pair, schema: TableSchema, schemas: Mapping[str, TableSchema],
-                     spec: VerifyOptions, key: list[str], result: dict[str, object], limit: int) -> list[str]:
+                     spec: PlanOptions, key: list[str], result: dict[str, object], limit: int) -> list[str]:
     problems = []
     try:
         if key:
