@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 
+import aiohttp
 import pytest
 from playwright.async_api import Page, expect
 
@@ -15,7 +16,9 @@ from tests.dashboard.conftest import Shots
 from tests.support import pg
 from tests.support.api import TOKEN
 from tests.support.bigtable import create_big_table
-from tests.support.served import Served
+from tests.support.cli import Cli
+from tests.support.pgcluster import free_port
+from tests.support.served import Served, serving
 
 pytestmark = pytest.mark.slow
 PEOPLE = 300_000
@@ -115,6 +118,7 @@ async def test_the_whole_flow_from_initialize_to_rollback(
     await expect(item).to_contain_text("rolled_back")
     await item.get_by_role("button", name=f"Open migration {mid}").click()
     await expect(item).to_contain_text(f"{PEOPLE:,}")
+    await expect(item.locator(".history-report .verdict")).to_have_attribute("data-verdict", "ok")  # its report
     await shots("history")
 
 
@@ -168,3 +172,17 @@ async def test_a_narrow_screen_keeps_every_control_reachable(page: Page, served:
     await page.keyboard.press("Tab")  # keyboard: the first stop is the skip link
     assert await page.evaluate("document.activeElement.textContent") == "Skip to the monitor"
     await shots("narrow")
+
+
+async def test_the_page_reconnects_after_the_service_restarts(page: Page, cli: Cli, shots: Shots) -> None:
+    port = free_port()
+    async with aiohttp.ClientSession() as http:
+        async with serving(cli, http, port) as first:
+            await page.goto(f"{first.base}/admin/migrations?token={TOKEN}")
+            await expect(page.locator("#connection")).to_have_text("connected")
+        # the service is gone: the page says so, and keeps trying
+        await expect(page.locator("#connection")).to_have_text(re.compile("reconnecting"), timeout=10_000)
+        await shots("service-down")
+        async with serving(cli, http, port):
+            await expect(page.locator("#connection")).to_have_text("connected", timeout=20_000)
+            await expect(page.get_by_label("Source DB")).to_be_visible()

@@ -38,9 +38,10 @@ class Served:
 
 
 @contextlib.asynccontextmanager
-async def serving(cli: Cli, http: aiohttp.ClientSession) -> AsyncIterator[Served]:
-    """Start `migrator serve` and wait for its /health; stop it (if still alive) on the way out."""
-    port = free_port()
+async def serving(cli: Cli, http: aiohttp.ClientSession, port: int | None = None) -> AsyncIterator[Served]:
+    """Start `migrator serve` (on `port`, default a free one) and wait for its /health; stop it
+    (if still alive) on the way out."""
+    port = port or free_port()
     cli.env.update(MIGRATOR_API_TOKEN=TOKEN, MIGRATOR_HOST="127.0.0.1", MIGRATOR_PORT=str(port))
     proc = await cli.start("serve")
     base = f"http://127.0.0.1:{port}"
