@@ -271,9 +271,8 @@ async def test_a_utf16_file_is_refused_clearly_when_no_encoding_is_set(store: St
 
 
 @pytest.mark.timeout(5)
-@pytest.mark.xfail(strict=True, reason="known bug (issue 9, open): row ends are found by byte 0x0A, which cuts UTF-16 characters")
 async def test_a_utf16_file_loads_when_its_encoding_is_set(store: StateStore, data_dir: Path) -> None:
-    """BUG: utf16_bom.csv with `csv: {encoding: utf-16}`. Expected: 2 rows (café, Ωmega), or a
+    """Was a bug: utf16_bom.csv with `csv: {encoding: utf-16}`. Expected: 2 rows (café, Ωmega), or a
     refusal saying UTF-16 is not supported. Observed: EndpointError 'CSV file …/utf16_bom.csv: bytes at
     offset 16 are not valid utf-16; set csv.encoding' — false: the reader finds row ends by
     searching for the byte 0x0A, which in UTF-16-LE is the first byte of the 2-byte unit `0A 00`, so

@@ -11,6 +11,9 @@ from __future__ import annotations
 import asyncio
 import codecs
 import csv
+import hashlib
+import os
+import tempfile
 from collections import Counter
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
@@ -20,7 +23,7 @@ import aiofiles
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from service.connectors.csv.dialect import CsvOptions
+from service.connectors.csv.dialect import UTF8, CsvOptions
 from service.core.batch import REJECT_ERROR_COLUMN, Reject
 from service.core.errors import EndpointError, UnknownTable
 
@@ -44,13 +47,25 @@ class CsvFile:
         self.options = options
         self._names: list[str] | None = None
         self._data_start = 0
+        # What is read: the file itself, or — for encodings whose line feed is not the byte \n
+        # (UTF-16, UTF-32) — a UTF-8 copy made once (positions are the copy's, which every run
+        # makes alike).
+        self.data_path = path
+        self._encoding = options.encoding
+
+    @property
+    def _utf8(self) -> bool:
+        return self._encoding.lower().replace("_", "-") in UTF8
 
     async def open(self) -> None:
         """Read the header (or count the columns when there is none)."""
         if not self.path.is_file():
             raise UnknownTable(f"CSV file {self.path} for table {self.table!r} does not exist")
+        if _wide(self.options.encoding):
+            self.data_path = await asyncio.to_thread(self._utf8_copy)
+            self._encoding = "utf-8"
         try:
-            async with aiofiles.open(self.path, "rb") as f:
+            async with aiofiles.open(self.data_path, "rb") as f:
                 head = await f.read(1 << 20)
                 while not self.first_row_end(head) and (more := await f.read(1 << 20)):
                     head += more
@@ -80,12 +95,42 @@ class CsvFile:
             self._names = [f"column_{i + 1}" for i in range(len(fields))]
             self._data_start = bom
 
+    def _utf8_copy(self) -> Path:
+        """The file as UTF-8 (its BOM dropped), in a cache folder, named by the file's path, size
+        and modification time: made once, and again only when the file changes."""
+        stat = self.path.stat()
+        tag = hashlib.sha256(f"{self.path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{self.options.encoding}"
+                             .encode()).hexdigest()[:24]
+        folder = Path(tempfile.gettempdir()) / "migrator-utf8"
+        folder.mkdir(mode=0o700, exist_ok=True)
+        copy = folder / f"{tag}.csv"
+        if copy.exists():
+            return copy
+        scratch = copy.with_suffix(f".{os.getpid()}.tmp")
+        decoder = codecs.getincrementaldecoder(self.options.encoding)(errors="strict")
+        try:
+            with open(self.path, "rb") as src, open(scratch, "wb") as out:
+                first = True
+                while chunk := src.read(CHUNK):
+                    text = decoder.decode(chunk)
+                    if first and text.startswith("\ufeff"):
+                        text = text[1:]
+                    first = False
+                    out.write(text.encode())
+                out.write(decoder.decode(b"", final=True).encode())
+        except UnicodeDecodeError as exc:
+            scratch.unlink(missing_ok=True)
+            raise EndpointError(f"CSV file {self.path}: bytes at offset {exc.start} are not valid "
+                                f"{self.options.encoding}; set csv.encoding") from None
+        os.replace(scratch, copy)
+        return copy
+
     def _decode(self, data: bytes) -> str:
         try:
-            return data.decode(self.options.encoding)
+            return data.decode(self._encoding)
         except UnicodeDecodeError as exc:
             raise EndpointError(
-                f"CSV file {self.path}: bytes at offset {exc.start} are not valid {self.options.encoding}; "
+                f"CSV file {self.path}: bytes at offset {exc.start} are not valid {self._encoding}; "
                 "set csv.encoding (for example latin-1)"
             ) from None
 
@@ -144,7 +189,7 @@ class CsvFile:
         quote = self.options.quote.encode() if self.options.quote else None
         tail: list[bytes] = []  # the start of a row the last chunks cut off
         tail_len, parity = 0, 0  # its length, and the parity of the quotes in it
-        async with aiofiles.open(self.path, "rb") as f:
+        async with aiofiles.open(self.data_path, "rb") as f:
             await f.seek(pos)
             while True:
                 chunk = await f.read(CHUNK)
@@ -192,7 +237,7 @@ class CsvFile:
             )
             return "skip"
 
-        data = pa.py_buffer(block) if self.options.is_utf8 else self._decode(bytes(block)).encode()
+        data = pa.py_buffer(block) if self._utf8 else self._decode(bytes(block)).encode()
         if bytes(data[:3]) == _BOM:
             # Arrow skips a BOM that starts its input; here it is a value's first character. An
             # empty line first (Arrow skips those) keeps it.
@@ -234,3 +279,11 @@ class CsvFile:
                 include_columns=self.columns,
             ),
         )
+
+
+def _wide(encoding: str) -> bool:
+    """An encoding whose line feed is not the single byte \\n (UTF-16, UTF-32)."""
+    try:
+        return "\n".encode(codecs.lookup(encoding).name) != b"\n"
+    except LookupError:
+        return False

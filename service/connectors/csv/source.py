@@ -66,7 +66,7 @@ class CsvSource:
         """Rows in the file; with `exact=False` an estimate from the first block's row size."""
         f = self._file(table)
         await f.open()
-        size = f.path.stat().st_size - f.data_start
+        size = f.data_path.stat().st_size - f.data_start
         as_text = dict.fromkeys(f.columns, pa.string())
         n = 0
         async with contextlib.aclosing(f.blocks(None)) as blocks:
