@@ -114,7 +114,8 @@ class CsvSink:
         await self.check()
         path = table_path(self.root, target_name)
         partial = path.with_name(f".{path.name}.{migration_id}.partial")
-        if path.exists() and not partial.exists() and not self.replace_existing:
+        ours = _listed(path.parent, migration_id, path.name)  # published by this run before it stopped
+        if path.exists() and not partial.exists() and not self.replace_existing and not ours:
             raise InvalidInput(f"target file {path} already exists; remove it, or use mode: replace to overwrite it")
         return CsvTableWriter(path, partial, source, target_name, self.options, migration_id)
 
@@ -219,11 +220,12 @@ class CsvTableWriter:
             # For a rollback: the file it replaces is kept aside, and the run's manifest says
             # whether the file was new or replaced one (written before the file moves in).
             before = _before(self.path, self.migration_id)
-            replaced = self.path.exists() and not before.exists()
+            earlier = _listed(self.path.parent, self.migration_id, self.path.name)  # a resumed run's own file
+            replaced = self.path.exists() and not before.exists() and earlier is None
             if replaced:
                 os.link(self.path, before)
-            _record(self.path.parent, self.migration_id, self.path.name, "replaced" if replaced or before.exists()
-                    else "created")
+            _record(self.path.parent, self.migration_id, self.path.name,
+                    earlier or ("replaced" if replaced or before.exists() else "created"))
             os.replace(self.partial, self.path)
             _sync(self.path.parent)
 
@@ -245,6 +247,15 @@ def _before(path: Path, migration_id: str) -> Path:
 
 def _manifest(folder: Path, migration_id: str) -> Path:
     return folder / f".migrator-{migration_id}.json"
+
+
+def _listed(folder: Path, migration_id: str, name: str) -> str | None:
+    """How the run's manifest lists file `name` (created | replaced), if it does."""
+    manifest = _manifest(folder, migration_id)
+    if not manifest.exists():
+        return None
+    found = orjson.loads(manifest.read_bytes()).get(name)
+    return None if found is None else str(found)
 
 
 def _record(folder: Path, migration_id: str, name: str, how: str) -> None:
