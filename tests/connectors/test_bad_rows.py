@@ -35,6 +35,9 @@ async def test_pg_to_pg_a_batch_with_3_rows_breaking_a_check_constraint_loads_th
     rejects = await store.rejects(run.id)
     assert sorted(r.key or "" for r in rejects) == sorted(str(i) for i in BAD)
     assert {r.table for r in rejects} == {"big"}
+    # the binary pass-through's refused rows, found through a staging table, keep their whole rows
+    assert any("pg_binary pass-through" in e.message for e in await store.logs(run.id))
+    assert sorted(int((r.record or {})["id"] or 0) for r in rejects) == sorted(BAD)
     for r in rejects:
         assert 'violates check constraint "short_name"' in r.message, r
 

@@ -323,10 +323,9 @@ class PostgresTableWriter:
         return pgpq.ArrowToPostgresBinaryEncoder.new_with_encoders(self._arrow, encoders)
 
     def native_formats(self, source: TableSchema) -> frozenset[NativeFormat]:
-        """The source's binary COPY stream as it is, into a table this run created with the same
-        column types. Not into an existing table: its constraints may refuse rows, and only rows
-        decoded to Arrow can be bisected to find them (an opaque stream could only fail whole)."""
-        same = self.created and source.native_kind == "postgresql" and [
+        """The source's binary COPY stream as it is, into a table with the same column types. Rows
+        the table refuses are found through a temporary table (_isolate_native)."""
+        same = source.native_kind == "postgresql" and [
             (c, source.column(c).native_type) for c in self._columns
         ] == [(c, self.schema.column(c).native_type) for c in self._columns]
         return frozenset({NativeFormat.PG_BINARY}) if same else frozenset()
@@ -357,6 +356,52 @@ class PostgresTableWriter:
         if not self.created:  # the mark: how many rows (its xmin says which)
             await conn.execute(ledger.add_write_sql(ledger.dollar, "$3"), self._migration_id, self.schema.name,
                                str(status).rsplit(" ", 1)[-1])
+
+    async def _isolate_native(self, conn: asyncpg.Connection, batch: Batch, payload: list[bytes]) -> list[Reject]:
+        """A pass-through (binary COPY) batch the table refused: it goes into a temporary table
+        without constraints (its rows numbered in COPY order), then into the table in halves, each
+        in a savepoint, until the refused rows are found; their values are read back from there."""
+        cols = ", ".join(pgc.quote_ident(c) for c in self._columns)
+        await conn.execute(f"CREATE TEMP TABLE _migrator_stage ON COMMIT DROP AS SELECT {cols} "
+                           f"FROM {pgc.qualified(self.schema.name)} WITH NO DATA")
+        await conn.execute("ALTER TABLE _migrator_stage ADD COLUMN _migrator_n bigserial")
+        await conn.copy_to_table("_migrator_stage", source=_once(payload), columns=self._columns, format="binary")
+        rows = int(await conn.fetchval("SELECT count(*) FROM _migrator_stage"))
+        insert = (f"INSERT INTO {pgc.qualified(self.schema.name)} ({cols}) SELECT {cols} FROM _migrator_stage "
+                  "WHERE _migrator_n BETWEEN $1 AND $2")
+        rejects: list[Reject] = []
+
+        async def move(first: int, last: int) -> None:
+            try:
+                async with conn.transaction():
+                    status = await conn.execute(insert, first, last)
+                    if not self.created:  # the rows' mark, for a rollback (see _copy)
+                        await conn.execute(ledger.add_write_sql(ledger.dollar, "$3"), self._migration_id,
+                                           self.schema.name, status.rsplit(" ", 1)[-1])
+            except _REFUSALS as exc:
+                if first == last:
+                    rejects.append(await self._native_reject(conn, batch, first, exc))
+                    return
+                middle = (first + last) // 2
+                await move(first, middle)
+                await move(middle + 1, last)
+
+        if rows:
+            await move(1, rows)
+        return rejects
+
+    async def _native_reject(self, conn: asyncpg.Connection, batch: Batch, n: int,
+                             refusal: asyncpg.PostgresError) -> Reject:
+        """The reject of staged row `n` (1-based, in the batch's order), its values as text."""
+        row = await conn.fetchrow(f"SELECT {', '.join(f'{pgc.quote_ident(c)}::text' for c in self._columns)} "
+                                  "FROM _migrator_stage WHERE _migrator_n = $1", n)
+        values = dict(zip(self._columns, row)) if row is not None else {}
+        key = ",".join(str(values.get(k)) for k in self._source.key) if self._source.key else None
+        column = pgc.refused_column(refusal)
+        value = values.get(column) if column else None
+        return Reject(batch.table, batch.number(n - 1), key, column, None if value is None else str(value)[:1000],
+                      "target", f"refused by PostgreSQL: {pgc.server_message(refusal)}",
+                      record={k: None if v is None else str(v) for k, v in values.items()})
 
     async def _isolate(self, conn: asyncpg.Connection, batch: Batch, data: pa.RecordBatch, offset: int,
                        refusal: asyncpg.PostgresError) -> list[Reject]:
@@ -395,15 +440,16 @@ class PostgresTableWriter:
                             async with conn.transaction():  # a savepoint, to go on after a refusal
                                 await self._copy(conn, payload, fmt)
                         except _REFUSALS as exc:
-                            if self.on_refusal == "fail" or not isinstance(batch.data, pa.RecordBatch):
+                            if self.on_refusal == "fail":
                                 raise
-                            data = batch.data
                             if self.on_refusal == "skip_batch":
                                 refused += [Reject(batch.table, batch.number(i), None, None, None, "skip_batch",
                                                   f"batch skipped: refused by PostgreSQL: {pgc.server_message(exc)}")
-                                           for i in range(data.num_rows)]
+                                           for i in range(batch.rows)]
+                            elif isinstance(batch.data, pa.RecordBatch):
+                                refused += await self._isolate(conn, batch, batch.data, 0, exc)
                             else:
-                                refused += await self._isolate(conn, batch, data, 0, exc)
+                                refused += await self._isolate_native(conn, batch, payload)
                     checkpoint = await turn(refused)
                     await conn.execute(
                         ledger.save_sql(ledger.dollar), *ledger.save_args(checkpoint, self._migration_id, self.schema.name)

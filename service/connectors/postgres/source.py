@@ -21,7 +21,6 @@ from service.connectors.postgres.copy_text import parse_copy_csv
 from service.connectors.postgres.types import arrow_type
 from service.core.batch import Batch, NativeFormat, NativePayload, Position
 from service.core.errors import EndpointError
-from service.core.excel import NOT_A_NUMBER_AFTER_MINUS, RISKY_START
 from service.core.schema import Column, ForeignKey, TableSchema
 from service.core.urls import EndpointUrl
 
@@ -276,5 +275,8 @@ def _excel_safe(column: Column) -> str:
     base = (column.native_type or "").split("(")[0].strip().lower()
     if base not in _TEXT_TYPES:
         return name
-    test = f"{name} ~ E'{RISKY_START}' OR {name} ~ '{NOT_A_NUMBER_AFTER_MINUS}'"
+    # The first character decides (cheap on every row); only a leading - looks at the second.
+    first = f"left({name}, 1)"
+    test = (f"{first} IN ('=', '+', '@', E'\\t', E'\\r') "
+            f"OR ({first} = '-' AND substr({name}, 2, 1) NOT IN ('0','1','2','3','4','5','6','7','8','9','.'))")
     return f"CASE WHEN {test} THEN {_QUOTE} || {name} ELSE {name} END AS {name}"
