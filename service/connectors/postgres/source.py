@@ -275,8 +275,9 @@ def _excel_safe(column: Column) -> str:
     base = (column.native_type or "").split("(")[0].strip().lower()
     if base not in _TEXT_TYPES:
         return name
-    # The first character decides (cheap on every row); only a leading - looks at the second.
-    first = f"left({name}, 1)"
-    test = (f"{first} IN ('=', '+', '@', E'\\t', E'\\r') "
-            f"OR ({first} = '-' AND substr({name}, 2, 1) NOT IN ('0','1','2','3','4','5','6','7','8','9','.'))")
+    # The first character's code decides (no string made per row): = + @ TAB CR, or - when the
+    # second is not a digit or a point. Only a leading - looks further.
+    first = f"ascii({name})"
+    test = (f"{first} IN (61, 43, 64, 9, 13) "
+            f"OR ({first} = 45 AND substr({name}, 2, 1) NOT IN ('0','1','2','3','4','5','6','7','8','9','.'))")
     return f"CASE WHEN {test} THEN {_QUOTE} || {name} ELSE {name} END AS {name}"
