@@ -31,6 +31,17 @@ def ids(out: Rows) -> list[object]:
     return list(out.data.column("id").to_pylist())
 
 
+def later_copies(values: Sequence[str]) -> list[int]:
+    """The 1-based rows whose value an earlier row already had: what `keep: first` rejects."""
+    seen: set[str] = set()
+    rows = []
+    for row, value in enumerate(values, 1):
+        if value in seen:
+            rows.append(row)
+        seen.add(value)
+    return rows
+
+
 def why(out: Rows) -> list[tuple[int | None, str | None, str | None, str | None, str]]:
     """Each reject as (row, key, column, value, rule)."""
     return [(r.row, r.key, r.column, r.value, r.rule) for r in out.rejects]
@@ -204,14 +215,8 @@ def test_over_many_batches_exactly_the_later_copies_are_rejected() -> None:
         rejected += [r.row for r in out.rejects]
         kept += ids(out)
 
-    seen: set[str] = set()
-    expected = []
-    for row, email in enumerate(emails, 1):
-        if email in seen:
-            expected.append(row)
-        seen.add(email)
-    assert rejected == expected
-    assert len(kept) == len(seen)
+    assert rejected == later_copies(emails)
+    assert len(kept) == len(set(emails))
 
 
 def test_a_key_is_the_same_key_in_batches_whose_longest_values_differ() -> None:
@@ -235,13 +240,7 @@ def test_over_many_batches_of_keys_of_every_length_exactly_the_later_copies_are_
         rejected += [r.row for r in step(batch(start + 1, id=list(range(start + 1, start + 1 + len(part))),
                                                email=part)).rejects]
         start += len(part)
-    seen: set[str] = set()
-    expected = []
-    for row, email in enumerate(emails, 1):
-        if email in seen:
-            expected.append(row)
-        seen.add(email)
-    assert rejected == expected
+    assert rejected == later_copies(emails)
 
 
 def test_a_step_sized_up_front_finds_the_same_copies() -> None:

@@ -155,6 +155,7 @@ class SqliteTableWriter:
         self.created = created
         self._columns = columns
         self._migration_id = migration_id
+        self._watching = False
         names = ", ".join(quote_ident(c) for c in columns)
         self._insert = f"INSERT INTO {quote_ident(schema.name)} ({names}) VALUES ({', '.join('?' * len(columns))})"
 
@@ -196,6 +197,8 @@ class SqliteTableWriter:
     def _watch_inserts(self, c: sqlite3.Connection) -> None:
         """A TEMP trigger (this connection's only; the table is not altered) that notes the
         primary key — or, in a table without one, the rowid — of each row inserted."""
+        if self._watching:
+            return
         c.execute("CREATE TEMP TABLE IF NOT EXISTS _migrator_new (mark TEXT)")
         table = quote_ident(self.schema.name)
         trigger = quote_ident(f"_migrator_watch_{self.schema.name}")
@@ -207,6 +210,7 @@ class SqliteTableWriter:
             noted = "'rowid:' || new.rowid"
         c.execute(f"CREATE TEMP TRIGGER IF NOT EXISTS {trigger} AFTER INSERT ON main.{table} "
                   f"BEGIN INSERT INTO _migrator_new VALUES ({noted}); END")
+        self._watching = True  # the trigger lives as long as the connection: set up once
 
     async def finish(self) -> list[str]:
         return []
