@@ -144,14 +144,13 @@ async def test_an_unterminated_quote_does_not_silently_swallow_the_rows_after_it
 
 
 @pytest.mark.timeout(5)
-@pytest.mark.xfail(strict=True, reason="known bug (issue 9, open): a bare quote flips the block cutter's quote counting: later quoted newlines are cut, rows corrupted")
 async def test_a_bare_quote_early_in_a_multi_megabyte_file_does_not_corrupt_later_quoted_newlines(
     store: StateStore, data_dir: Path
 ) -> None:
-    """BUG: 200,000 rows (~8.6 MB, so several 4 MiB read blocks): row 1 is `1,5" tall` (one bare
+    """Was a bug: 200,000 rows (~8.6 MB, so several 4 MiB read blocks): row 1 is `1,5" tall` (one bare
     quote), every 1000th row is `N,"line one<LF>line two N"`. Expected: 200,000 rows, every value
-    as written (as in the small bare_quotes case). Observed: the reader cuts blocks by quote parity
-    (reader.py CsvFile.last_row_end), which the bare quote inverts, so a block ends inside a quoted
+    as written (as in the small bare_quotes case). Observed before rows.py: the reader cut blocks by
+    quote parity, which the bare quote inverted, so a block ends inside a quoted
     field: rows 100000, 195000 and 200000 are loaded with name 'line one\\n', and each rest
     ('line two 100000"', …) becomes a bogus reject ('expected 2 fields, found 1'): 200,000 written
     + 3 failed for a file of 200,000 good rows. (Without later quoted newlines, the same bare quote

@@ -47,11 +47,11 @@ class CsvOptions:
             if k not in known:
                 problems.append(f"csv.{k}: unknown option (known: {', '.join(sorted(known))})")
         delimiter = raw.get("delimiter", ",")
-        if not isinstance(delimiter, str) or len(delimiter) != 1:
-            problems.append("csv.delimiter must be one character")
+        if not isinstance(delimiter, str) or len(delimiter) != 1 or not delimiter.isascii():
+            problems.append(f"csv.delimiter must be one ASCII character, not {delimiter!r}")
         quote = raw.get("quote", '"')
-        if quote is not None and (not isinstance(quote, str) or len(quote) != 1):
-            problems.append("csv.quote must be one character or null")
+        if quote is not None and (not isinstance(quote, str) or len(quote) != 1 or not quote.isascii()):
+            problems.append(f"csv.quote must be one ASCII character or null, not {quote!r}")
         encoding = raw.get("encoding", "utf-8")
         try:
             codecs.lookup(str(encoding))

@@ -1,9 +1,8 @@
 """Streaming CSV reading with exact byte positions.
 
-The file is read in chunks of about 4 MiB, each cut after its last row (a newline outside quotes
-is a row end: RFC 4180 doubles quotes inside quoted fields, so quote parity tells inside from
-outside) and handed whole to pyarrow's C++ CSV parser in a thread. Every block therefore starts
-at a known byte offset, which with a row count inside it is the resumable checkpoint.
+The file is read in chunks of about 4 MiB, each cut after its last row (rows.py tells the line
+feeds that end rows from those inside quoted fields, by the parser's own rules) and handed whole
+to pyarrow's C++ CSV parser in a thread. Every block therefore starts at a known byte offset, which with a row count inside it is the resumable checkpoint.
 """
 
 from __future__ import annotations
@@ -24,6 +23,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from service.connectors.csv.dialect import UTF8, CsvOptions
+from service.connectors.csv.rows import RowEnds
 from service.core.batch import REJECT_ERROR_COLUMN, Reject
 from service.core.errors import EndpointError, UnknownTable
 
@@ -148,47 +148,30 @@ class CsvFile:
     def data_start(self) -> int:
         return self._data_start
 
+    def _row_ends(self) -> RowEnds:
+        return RowEnds(self.options.delimiter.encode(), self.options.quote.encode() if self.options.quote else None)
+
     def first_row_end(self, buf: bytes) -> int:
         """Offset just past the first complete row in `buf` (which starts at a row boundary), or 0."""
-        quote = self.options.quote.encode() if self.options.quote else None
-        start, quotes = 0, 0
-        pos = buf.find(b"\n")
-        while pos >= 0:
-            quotes += buf.count(quote, start, pos) if quote else 0
-            if quotes % 2 == 0:
-                return pos + 1
-            start, pos = pos, buf.find(b"\n", pos + 1)
-        return 0
+        ends = self._row_ends().feed(buf)
+        return int(ends[0]) if ends.size else 0
 
-    def last_row_end(self, buf: bytes, parity: int = 0) -> int:
-        """Offset just past the last complete row in `buf`, or 0. `buf` starts at a row boundary,
-        or inside a row whose earlier part held quotes of `parity` (0 even, 1 odd)."""
-        pos = buf.rfind(b"\n")
-        if not self.options.quote or pos < 0:
-            return pos + 1
-        quote = self.options.quote.encode()
-        # Quote parity before `pos` = parity of all quotes minus those after it: one pass over
-        # the block, then only the short stretches between candidate newlines.
-        before = parity + buf.count(quote) - buf.count(quote, pos)
-        while pos >= 0:
-            if before % 2 == 0:
-                return pos + 1
-            prev = buf.rfind(b"\n", 0, pos)
-            before -= buf.count(quote, prev + 1 if prev >= 0 else 0, pos)
-            pos = prev
-        return 0
+    def last_row_end(self, buf: bytes) -> int:
+        """Offset just past the last complete row in `buf` (which starts at a row boundary), or 0."""
+        ends = self._row_ends().feed(buf)
+        return int(ends[-1]) if ends.size else 0
 
     async def blocks(self, start: int | None) -> AsyncGenerator[Block, None]:
         """Runs of whole rows of about CHUNK bytes from byte offset `start` (None: the first data
         row). Block boundaries depend only on `start`, so a resumed read sees the same rows.
 
-        A row longer than a chunk is gathered chunk by chunk: only each new chunk is searched for
-        a row end (the quote parity of what came before is carried), and the pieces are joined
-        once — linear in the row's length, however long."""
+        Each chunk is read once by a RowEnds lexer, which carries whether it is inside a quoted
+        field from chunk to chunk. A row longer than a chunk is gathered piece by piece and the
+        pieces are joined once — linear in the row's length, however long."""
         pos = self._data_start if start is None else start
-        quote = self.options.quote.encode() if self.options.quote else None
+        rows = self._row_ends()
         tail: list[bytes] = []  # the start of a row the last chunks cut off
-        tail_len, parity = 0, 0  # its length, and the parity of the quotes in it
+        tail_len = 0
         async with aiofiles.open(self.data_path, "rb") as f:
             await f.seek(pos)
             while True:
@@ -196,21 +179,21 @@ class CsvFile:
                 if not chunk:  # EOF: the rest, including a last row without a newline
                     buf = b"".join(tail)
                     if buf.strip(b"\r\n"):
-                        if quote and buf.count(quote) % 2:
+                        if rows.finish():
                             raise EndpointError(
                                 f"CSV file {self.path}: a quoted field opened after byte {pos} is never closed, "
                                 "so every row after it would be read as part of it; close the quote")
                         # A row end of its own: Arrow reads an empty last field as NULL only before one.
                         yield Block(pos, pos + len(buf), buf if buf.endswith(b"\n") else buf + b"\n")
                     return
-                end = await asyncio.to_thread(self.last_row_end, chunk, parity)
-                if end == 0:
+                ends = await asyncio.to_thread(rows.feed, chunk)
+                if not ends.size:
                     tail.append(chunk)
                     tail_len += len(chunk)
-                    parity = (parity + (chunk.count(quote) if quote else 0)) % 2
                     if tail_len > 256 << 20:
                         raise EndpointError(f"CSV file {self.path}: a row longer than 256 MiB at byte {pos}")
                     continue
+                end = int(ends[-1])
                 if tail:
                     block: bytes | memoryview = b"".join([*tail, chunk[:end]])
                 else:
@@ -219,7 +202,6 @@ class CsvFile:
                 pos += len(block)
                 rest = chunk[end:]
                 tail, tail_len = ([rest], len(rest)) if rest else ([], 0)
-                parity = (rest.count(quote) % 2) if quote and rest else 0
 
     def parse(self, block: bytes | memoryview, types: dict[str, pa.DataType] | None, first_row: int) -> tuple[pa.Table, list[Reject]]:
         """Parse `block` into columns of `types` (None: infer). Ragged rows become rejects.
