@@ -85,8 +85,8 @@ class RowEnds:
         state = np.where(prior >= 0, after[np.maximum(prior, 0)] if after.size else 0, int(inside))
         self.inside = bool(after[-1]) if after.size else inside
         self.last = int(a[-1])
-        ends: np.ndarray = feeds[state == 0] + 1
-        return ends
+        row_ends: np.ndarray = feeds[state == 0] + 1
+        return row_ends
 
     def finish(self) -> bool:
         """Whether the bytes fed end inside a quoted field (a quote that is never closed)."""
