@@ -58,7 +58,7 @@ class Cluster:
         self._run(str(self.bin / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres",
                   "-E", "UTF8", "--locale=C")
         opts = (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c max_connections=200 "
-                f"-c shared_buffers=256MB -c max_wal_size=4GB "
+                f"-c shared_buffers=256MB -c max_wal_size=4GB -c wal_level=logical -c max_replication_slots=20 "
                 + ("" if self.fsync else "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"))
         self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-o", opts, "-l", str(self.root / "log"),
                   "-w", "start")
