@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 import pyarrow as pa
 
@@ -91,6 +91,20 @@ class TableWriter(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class KeyedWriter(Protocol):
+    """A writer that can also replace rows by key and delete them (incremental sync)."""
+
+    upsert: bool  # rows replace those with the same key
+    soft_delete: str | None  # deletes set this flag column instead; writes clear it
+
+    async def delete_keys(self, keys: pa.RecordBatch) -> int:
+        """Delete (or flag) the rows with these keys (key columns only); returns how many changed."""
+        ...
+
+    async def add_soft_delete_column(self) -> None: ...
 
 
 class Sink(Protocol):

@@ -133,6 +133,19 @@ def xmin_marks_sql() -> str:
             " WHERE migration_id = $1 AND table_name = $2 GROUP BY 1")
 
 
+# -- rows a run updated or deleted in tables it did not create (incremental sync, PostgreSQL) ----
+
+BEFORE = "_migrator_before"
+
+
+def before_ddl() -> str:
+    """The first version a run saw of each row it upserted or deleted in a table it did not
+    create: `row` is the row as JSON, or NULL when the key was not there (the run inserted it).
+    A rollback deletes every such key and puts the saved rows back."""
+    return (f"CREATE TABLE IF NOT EXISTS {BEFORE} (migration_id text NOT NULL, table_name text NOT NULL,"
+            " key jsonb NOT NULL, row jsonb, PRIMARY KEY (migration_id, table_name, key))")
+
+
 def forget_sql(ph: Placeholder) -> list[str]:
     """Remove a migration from the ledger (after its rollback)."""
     return [f"DELETE FROM {WRITES} WHERE migration_id = {ph(1)}", f"DELETE FROM {TABLE} WHERE migration_id = {ph(1)}"]

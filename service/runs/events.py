@@ -64,7 +64,16 @@ class ReportMade:
     in_run: bool = False
 
 
-Event = StatusChanged | TableStarted | BatchCommitted | TableFinished | LogWritten | PlanMade | ReportMade
+@dataclass(frozen=True)
+class SyncPassed:
+    """An incremental sync's pass ended, or its lag was measured again (the summary's `sync`)."""
+
+    migration_id: str
+    sync: dict[str, object]
+
+
+Event = (StatusChanged | TableStarted | BatchCommitted | TableFinished | LogWritten | PlanMade | ReportMade
+         | SyncPassed)
 Listener = Callable[[Event], None]
 
 

@@ -9,20 +9,22 @@ are committed. Cancelling the task that runs `run()` stops it promptly; the last
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
 import uuid
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pyarrow as pa
 
-from service.connectors.base import Sink, Source, TableWriter
+from service.connectors.base import KeyedWriter, Sink, Source, TableWriter
 from service.connectors.registry import open_sink, open_source
 from service.connectors.transient import is_transient
-from service.core.batch import Batch, Checkpoint, NativeFormat, Reject
-from service.core.errors import InvalidInput, MigratorError, PipelineError, RejectLimit, RetriesExhausted
+from service.core.batch import Batch, Checkpoint, NativeFormat, Position, Reject
+from service.core.errors import InvalidInput, MigratorError, PipelineError, RejectLimit, RetriesExhausted, WrongState
 from service.core.hosts import HostPolicy
 from service.core.schema import TableSchema
 from service.core.urls import EndpointUrl, Kind, parse_url
@@ -41,6 +43,7 @@ from service.runs.events import (
     LogWritten,
     ReportMade,
     StatusChanged,
+    SyncPassed,
     TableFinished,
     TableStarted,
     notify,
@@ -49,7 +52,11 @@ from service.runs.spec import MigrationSpec
 from service.runs.summary import TableCounts, summarize
 from service.runs.verification import verify_migration
 from service.store.base import LogEntry, MigrationRecord, StateStore
-from service.store.rows import now
+from service.store.rows import now, seconds_since
+from service.sync.capture_pass import apply_captured, create_capture_slot, pending_captured
+from service.sync.deletes import gone_keys
+from service.sync.options import SyncTable
+from service.sync.state import SyncState
 
 log = logging.getLogger(__name__)
 MAX_REJECT_LOGS_PER_BATCH = 20
@@ -91,6 +98,15 @@ async def create_or_resume(store: StateStore, spec: MigrationSpec, endpoints: En
     return record, False
 
 
+async def find_for_sync(store: StateStore, spec: MigrationSpec, endpoints: Endpoints) -> tuple[MigrationRecord, bool]:
+    """The migration a sync continues: the latest one with this spec's fingerprint (unless it was
+    rolled back), else a new one — whose first run is pass 0."""
+    latest = await store.find_latest(spec.fingerprint())
+    if latest is not None and latest.status != "rolled_back":
+        return latest, True
+    return await create_or_resume(store, spec, endpoints)
+
+
 class Migration:
     def __init__(self, record: MigrationRecord, spec: MigrationSpec, endpoints: Endpoints, store: StateStore,
                  *, listeners: list[Listener] | None = None) -> None:
@@ -110,6 +126,8 @@ class Migration:
         self.started_at, self.ended_at = record.started_at, record.ended_at
         self._task: asyncio.Task[object] | None = None  # the task running run(), once it runs
         self.estimated_seconds: float | None = None  # the plan's estimate, which the summary compares
+        self.sync: SyncState | None = None  # an incremental migration's passes (service.sync)
+        self._pass_rows = 0
 
     # -- watchers -------------------------------------------------------------------------------
     def _emit(self, event: Event) -> None:
@@ -138,7 +156,8 @@ class Migration:
         """The summary (DESIGN.md §3) from this run's live counters."""
         return summarize(self.record, self.status, [TableCounts.live(p) for p in self.tables.values()],
                          started_at=self.started_at, ended_at=self.ended_at, error=self.error,
-                         estimated_seconds=self.estimated_seconds)
+                         estimated_seconds=self.estimated_seconds,
+                         sync=self.sync.public() if self.sync is not None else None)
 
     # -- control --------------------------------------------------------------------------------
     async def pause(self) -> None:
@@ -173,13 +192,25 @@ class Migration:
         self._interrupting = True
 
     # -- the run --------------------------------------------------------------------------------
-    async def run(self) -> None:
-        """Migrate every table. Raises the failure's cause (a MigratorError) after recording it."""
+    async def run(self, *, sync: bool = False, final: bool = True) -> None:
+        """Migrate every table. Raises the failure's cause (a MigratorError) after recording it.
+
+        Incremental migrations (spec `incremental`): the first run is pass 0 (everything);
+        `sync=True` on a completed one starts the next pass, which copies only what changed
+        (service.sync). `final=False` (continuous mode, between passes) leaves the status
+        `executing` and skips the verification."""
         spec = self.spec
         self._task = asyncio.current_task()
+        if sync and spec.sync.enabled:
+            prior = SyncState.from_dict(await self.store.sync_state(self.id))
+            if prior is not None and prior.cut_over:
+                raise WrongState(f"migration {self.id} was cut over at {prior.ended_at}: the target has taken over; "
+                                 "start a new migration to sync again")
         source = open_source(self.endpoints.source, timeout=spec.timeout, csv=spec.csv, mongo=spec.mongo)
+        # An incremental migration replaces rows by key (MongoDB targets: upserts by _id / mongo.keys).
+        mode = "upsert" if spec.sync.enabled and spec.mode == "insert" else spec.mode
         sink = open_sink(self.endpoints.target, timeout=spec.timeout, csv=spec.csv,
-                         parallel=spec.parallel_batches, mode=spec.mode, mongo=spec.mongo)
+                         parallel=spec.parallel_batches, mode=mode, mongo=spec.mongo)
         try:
             await source.check()
             await sink.check()
@@ -190,7 +221,10 @@ class Migration:
             order = load_order(schemas)
             levels = _with_embedded_last(order.levels, spec)
             by_name = {s.name: s for s in schemas}
+            if spec.sync.enabled:
+                await self._sync_begin(source, schemas, new_pass=sync)
             done = {t.table for t in await self.store.tables(self.id) if t.status == TableStatus.COMPLETED}
+            captured = set(spec.sync.captured) if self.sync and self.sync.pass_no >= 1 else set()
             for schema in schemas:
                 total = await source.count(schema.name, exact=False)
                 self.tables[schema.name] = TableProgress(
@@ -209,8 +243,12 @@ class Migration:
                 for name in level:
                     if name in done:
                         await self._restore_progress(name)
-                await self._run_level(source, sink, [by_name[n] for n in level if n not in done])
+                await self._run_level(source, sink, [by_name[n] for n in level if n not in done | captured])
+            if captured - done:
+                await apply_captured(self, source, sink, [by_name[n] for n in sorted(captured - done)])
             await self._add_foreign_keys(sink, schemas)
+            if self.sync is not None:
+                await self._sync_end(source, sink, schemas)
         except asyncio.CancelledError:
             for p in self.tables.values():
                 if p.status is TableStatus.RUNNING:
@@ -229,6 +267,8 @@ class Migration:
         finally:
             await asyncio.shield(self._close(source, sink))
         failed = sum(p.failed for p in self.tables.values())
+        if not final:
+            return
         await self._log("INFO", f"Migration completed: {sum(p.written for p in self.tables.values())} records "
                                 f"migrated, {failed} failed")
         try:
@@ -236,6 +276,192 @@ class Migration:
                 await self._verify(deep=spec.verify == "deep")
         finally:  # every row is in: completed, whatever the verification found (it is in the report)
             await asyncio.shield(self._finish_status("completed", None))
+
+    # -- incremental sync (spec `incremental`; service.sync) ------------------------------------
+    async def _save_sync(self) -> None:
+        assert self.sync is not None
+        await self.store.save_sync(self.id, self.sync.to_dict())
+
+    async def _sync_begin(self, source: Source, schemas: list[TableSchema], *, new_pass: bool) -> None:
+        """Check the incremental options against the tables, then load the sync's state: pass 0
+        the first time, the next pass when `new_pass` and the last one ended, else the pass under
+        way (a resume). A new pass makes the incremental tables pending again."""
+        opts = self.spec.sync
+        by_name = {s.name: s for s in schemas}
+        problems = []
+        for name, o in opts.tables.items():
+            schema = by_name.get(name)
+            if schema is None:
+                problems.append(f"incremental.{name}: the source has no table {name!r} among those migrated")
+            elif not schema.key:
+                problems.append(f"incremental.{name}: the table has no primary key, and a sync replaces rows by key")
+            elif o.cursor and o.cursor not in schema.column_names:
+                problems.append(f"incremental.{name}.cursor: the table has no column {o.cursor!r}")
+            elif o.cursor and not hasattr(source, "cursor_max"):
+                problems.append(f"incremental.{name}: a {source.kind} source cannot be read by a cursor column "
+                                "(PostgreSQL and SQLite sources can)")
+            elif o.capture and source.kind != "postgresql":
+                problems.append(f"incremental.{name}.capture: change capture needs a PostgreSQL source")
+        if self.endpoints.target.kind is Kind.CSV:
+            problems.append("incremental: a CSV target cannot replace rows by key; sync into PostgreSQL, SQLite or "
+                            "MongoDB")
+        if opts.detect_deletes and self.endpoints.target.kind is Kind.MONGO:
+            problems.append("detectDeletes: deleting from a MongoDB target is not supported; use PostgreSQL or "
+                            "SQLite")
+        if problems:
+            raise InvalidInput("; ".join(problems))
+        state = SyncState.from_dict(await self.store.sync_state(self.id))
+        if state is None:
+            state = SyncState(started_at=now())
+        elif new_pass and not state.running:
+            state.pass_no += 1
+            state.running, state.started_at, state.ended_at = True, now(), None
+            for table in state.tables.values():
+                table["since"] = table.get("next")
+            for name in opts.tables:
+                await self.store.save_table(self.id, name, self.spec.target_name(name), "pending", None)
+        self.sync = state
+        self._pass_rows = 0
+        if opts.captured and state.slot is None:  # before the first copy: no change is missed
+            state.slot = await create_capture_slot(self.endpoints.source, self.id, self.spec.timeout)
+            await self._log("INFO", f"Change capture: replication slot {state.slot} created on the source")
+        await self._save_sync()
+        await self._log("INFO", f"Sync pass {state.pass_no}: " + ("every row (the first pass)" if state.pass_no == 0
+                                                                else "the rows changed since the last pass"))
+
+    async def _sync_writer(self, writer: TableWriter, schema: TableSchema) -> SyncTable | None:
+        """An incremental table's writer replaces rows by key (and clears the soft-delete flag)."""
+        opts = self.spec.sync.tables.get(schema.name) if self.sync is not None else None
+        if opts is None:
+            return None
+        target = writer.schema.name
+        if not writer.created and not writer.schema.key and self.endpoints.target.kind is not Kind.MONGO:
+            raise InvalidInput(f"incremental.{schema.name}: target table {target} has no primary key, and a sync "
+                               "replaces rows by key; add one (the source's key), or let the migration create the table")
+        if not writer.created and self.endpoints.target.kind is Kind.SQLITE:
+            raise InvalidInput(f"incremental.{schema.name}: into SQLite a sync writes only tables it creates (a rollback "
+                               f"could not restore the rows it replaced in {target}); choose a new targetTables name")
+        if isinstance(writer, KeyedWriter):
+            writer.upsert = True
+            writer.soft_delete = self.spec.sync.soft_delete
+            if writer.soft_delete:
+                await writer.add_soft_delete_column()
+        return opts
+
+    async def _sync_read(self, source: Source, schema: TableSchema, start: Checkpoint | None
+                         ) -> tuple[Position, tuple[str, object] | None, str | None]:
+        """Where this pass reads an incremental table from: (after, since, marker). Pass 0 reads
+        in key order like any table. Later passes read cursor ≥ since in (cursor, key) order; their
+        checkpoints carry the marker `#N`, so a resumed pass goes on where it was and a new pass
+        starts at its since. Each pass notes the table's high-water mark before reading: the next
+        pass's since (rows changed while this one reads are read again then, never missed)."""
+        assert self.sync is not None
+        opts, state, n = self.spec.sync.tables[schema.name], self.sync, self.sync.pass_no
+        table = state.tables.setdefault(schema.name, {})
+        if opts.cursor and table.get("pass") != n:
+            table["pass"], table["next"] = n, await source.cursor_max(schema.name, opts.cursor)  # type: ignore[attr-defined]
+            await self._save_sync()
+        position = start.position if start else None
+        if n == 0:
+            return position, None, None
+        marker = f"#{n}"
+        after = position[1:] if isinstance(position, list) and position and position[0] == marker else None
+        since = (opts.cursor, table["since"]) if opts.cursor and table.get("since") is not None else None
+        return after, since, marker
+
+    async def _sync_end(self, source: Source, sink: Sink, schemas: list[TableSchema]) -> None:
+        """After a pass: deletes (detectDeletes), the lag, the pass's history entry."""
+        assert self.sync is not None
+        state, opts = self.sync, self.spec.sync
+        deleted = 0
+        if state.pass_no >= 1 and opts.detect_deletes:
+            by_name = {s.name: s for s in schemas}
+            for name, o in opts.tables.items():
+                if o.cursor:
+                    deleted += await self._detect_deletes(source, sink, by_name[name])
+        state.running, state.ended_at = False, now()
+        await self.measure_lag(source)
+        state.add_history({"pass": state.pass_no, "startedAt": state.started_at, "endedAt": state.ended_at,
+                           "rows": self._pass_rows, "deleted": deleted})
+        await self._save_sync()
+        await self._log("INFO", f"Sync pass {state.pass_no} done: {self._pass_rows} row(s) copied, {deleted} deleted; "
+                                f"behind by {state.lag_rows} row(s)")
+        self._emit(SyncPassed(self.id, state.public()))
+
+    async def _detect_deletes(self, source: Source, sink: Sink, schema: TableSchema) -> int:
+        target = self.spec.target_name(schema.name)
+        writer = await sink.open_table(self._quality(schema).schema, target, self.id)
+        reader = open_source(self.endpoints.target, timeout=self.spec.timeout, csv=self.spec.csv, mongo=self.spec.mongo)
+        deleted = 0
+        try:
+            await self._sync_writer(writer, schema)
+            async for keys in gone_keys(source, schema, reader, target):
+                if not isinstance(writer, KeyedWriter):
+                    raise InvalidInput(f"detectDeletes: a {sink.kind} target cannot delete rows by key")
+                deleted += await writer.delete_keys(keys)
+        finally:
+            await reader.close()
+            await writer.close()
+        if deleted:
+            how = f"flagged {self.spec.sync.soft_delete}" if self.spec.sync.soft_delete else "deleted"
+            await self._log("INFO", f"Table {schema.name}: {deleted} row(s) whose key left the source {how} in "
+                                    f"{target}", table=schema.name)
+        return deleted
+
+    async def measure_lag(self, source: Source | None = None) -> None:
+        """How far the target is behind: rows changed in the source beyond the high-water marks
+        (and changes waiting in the capture slot); seconds since the last pass began, when any."""
+        assert self.sync is not None
+        state, opts = self.sync, self.spec.sync
+        own = source is None
+        reader = source or open_source(self.endpoints.source, timeout=self.spec.timeout, csv=self.spec.csv,
+                                       mongo=self.spec.mongo)
+        rows = 0
+        try:
+            for name, o in opts.tables.items():
+                if o.cursor:
+                    rows += await reader.count_since(name, o.cursor,  # type: ignore[attr-defined]
+                                                     state.tables.get(name, {}).get("next"))
+            if opts.captured and state.slot:
+                rows += await pending_captured(self.endpoints.source, state.slot, self.spec.timeout)
+        finally:
+            if own:
+                await reader.close()
+        state.lag_rows, state.measured_at = rows, now()
+        state.lag_seconds = 0.0 if not rows else round(seconds_since(state.started_at), 1)
+
+    async def keep_in_sync(self, every: float | None, stopping: asyncio.Event | None = None) -> None:
+        """Sync passes until stopped. `every` None: one pass (status `completed` after it).
+        Else continuous mode: a pass, then `every` seconds of waiting (the lag measured every few
+        seconds, paused while the gate is closed), and again — the status stays `executing`.
+        When `stopping` is set (cutover), one last pass ends it `completed`; cancelling the task
+        ends it `cancelled`, resumable with the next sync."""
+        if every is None:
+            await self.run(sync=True)
+            return
+        stopping = stopping or asyncio.Event()
+        try:
+            await self._sync_loop(every, stopping)
+        except asyncio.CancelledError:  # stopped between passes: the run itself did not see it
+            if self.status in ("executing", "pausing", "paused"):
+                await asyncio.shield(self._finish_status("interrupted" if self._interrupting else "cancelled", None))
+            raise
+        await self.run(sync=True)
+
+    async def _sync_loop(self, every: float, stopping: asyncio.Event) -> None:
+        while not stopping.is_set():
+            await self.run(sync=True, final=False)
+            assert self.sync is not None
+            self.sync.every = every
+            await self._save_sync()
+            deadline = time.monotonic() + every
+            while not stopping.is_set() and time.monotonic() < deadline:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stopping.wait(), min(5.0, max(0.0, deadline - time.monotonic())))
+                if not stopping.is_set():
+                    await self.gate.passage()  # paused: no pass, no lag queries
+                    await self.measure_lag()
+                    self._emit(SyncPassed(self.id, self.sync.public()))
 
     async def _verify(self, *, deep: bool) -> None:
         """The verification at the end of a run (spec `verify`): its report is saved, sent as a
@@ -385,8 +611,12 @@ class Migration:
                                         if c not in pinned})
             quality = self._quality(schema)
         try:
+            sync = await self._sync_writer(writer, schema)
             stored = await self.store.load_checkpoint(self.id, schema.name)
             start = await writer.reconcile(stored)
+            after, since, marker = start.position if start else None, None, None
+            if sync is not None:
+                after, since, marker = await self._sync_read(source, schema, start)
             # Duplicate detection remembers the keys already in the target: always with
             # againstTarget, and on a resume or retry (the rows committed before are in the target,
             # and must count as seen) — but for CSV targets, whose rows wait in a hidden partial file.
@@ -399,6 +629,9 @@ class Migration:
                                            "checkpoint; starting the table over", table=schema.name)
             progress.written = start.rows_written if start else 0
             progress.failed = start.rows_failed if start else 0
+            if since is not None:  # this pass's rows, for the progress bar
+                progress.total = progress.written + progress.failed + await source.count_since(  # type: ignore[attr-defined]
+                    schema.name, since[0], since[1])
             progress.skipped = (await self.store.count_rejects(self.id, "skip_batch")).get(schema.name, 0) if start else 0
             progress.batches = start.batches if start else 0
             progress.status = TableStatus.RUNNING
@@ -407,7 +640,9 @@ class Migration:
             resumed = start.rows_written + start.rows_failed if start else 0
             self._emit(TableStarted(self.id, progress, resumed))
             await self._log("INFO", f"Table {schema.name} -> {target}: "
-                                    + (f"resuming after {resumed} records" if start else "started")
+                                    + (f"sync pass {self.sync.pass_no}" + (f" from {since[0]} ≥ {since[1]}" if since else "")
+                                       + (", resumed" if after else "") if marker and self.sync
+                                       else f"resuming after {resumed} records" if start else "started")
                                     + (f" ({native} pass-through)" if native else ""), table=schema.name)
             for note in schema.notes:  # e.g. "users.mood: enum mood -> text"
                 await self._log("INFO", f"Type mapping: {note}", table=schema.name)
@@ -426,13 +661,18 @@ class Migration:
                     log.log(logging.getLevelName(e.level), "%s: %s", self.id, e.message)
                     self._emit(LogWritten(self.id, e))
                 progress.skipped += sum(1 for r in batch.rejects if r.rule == "skip_batch")
+                self._pass_rows += batch.rows
                 self._check_reject_limit()
                 self._emit(BatchCommitted(self.id, progress, checkpoint.batches, batch.rows, tuple(batch.rejects),
                                           time.monotonic() - batch.read_at))
 
+            batches = (source.read(schema, after=after, start_row=resumed + 1, batch_size=spec.batch_size,
+                                   native=native, since=since)  # type: ignore[call-arg]
+                       if since is not None else
+                       source.read(schema, after=after, start_row=resumed + 1, batch_size=spec.batch_size,
+                                   native=native))
             await run_table(
-                batches=source.read(schema, after=start.position if start else None, start_row=resumed + 1,
-                                    batch_size=spec.batch_size, native=native),
+                batches=_marked(batches, marker) if marker else batches,
                 stage=stage, writer=writer, progress=progress, start=start, gate=self.gate,
                 in_flight=self.in_flight, on_commit=on_commit,
                 config=PipelineConfig(parallel=spec.parallel_batches),
@@ -475,6 +715,14 @@ async def _read_target_keys(endpoint: EndpointUrl, spec: MigrationSpec, dedupe: 
     finally:
         await reader.close()
     return rows
+
+
+async def _marked(batches: AsyncIterator[Batch], marker: str) -> AsyncGenerator[Batch, None]:
+    """The batches with `marker` before their positions (a sync pass's checkpoints)."""
+    async with contextlib.aclosing(batches):  # type: ignore[type-var]
+        async for batch in batches:
+            batch.upto = [marker, *batch.upto] if isinstance(batch.upto, list) else [marker, batch.upto]
+            yield batch
 
 
 def _with_embedded_last(levels: list[list[str]], spec: MigrationSpec) -> list[list[str]]:

@@ -15,6 +15,7 @@ from service.core.urls import EndpointUrl
 from service.runs.spec import MigrationSpec
 from service.store.base import LogEntry, MigrationRecord, StateStore
 from service.store.rows import now
+from service.sync.capture_pass import drop_capture_slot
 
 # Statuses a rollback may start from: the run has stopped (or an earlier rollback was cut short).
 STOPPED = ("completed", "failed", "cancelled", "interrupted", "rolling_back", "rolled_back")
@@ -25,7 +26,7 @@ LogHook = Callable[[LogEntry], None]
 
 async def roll_back(store: StateStore, record: MigrationRecord, spec: MigrationSpec, target: EndpointUrl,
                     on_status: StatusHook | None = None, on_log: LogHook | None = None, *,
-                    force: bool = False) -> list[str]:
+                    force: bool = False, source: EndpointUrl | None = None) -> list[str]:
     """Roll `record` back; returns what was done. Raises WrongState for a migration that is
     running or has not run, and the target's error (the status stays `rolling_back`). `force`:
     also one the store says is running — a command-line run killed outright leaves that status
@@ -64,6 +65,31 @@ async def roll_back(store: StateStore, record: MigrationRecord, spec: MigrationS
         await sink.close()
     for line in done:
         await log("INFO", f"Rollback: {line}")
+    await _drop_slot(store, record, spec, source, log)
     await log("INFO", "Rollback completed" if done else "Rollback completed: nothing of this run was in the target")
     await status("rolled_back", None)
     return done
+
+
+async def _drop_slot(store: StateStore, record: MigrationRecord, spec: MigrationSpec, source: EndpointUrl | None,
+                     log: Callable[[str, str], Awaitable[None]]) -> None:
+    """Change capture's replication slot goes with the migration: left behind, it would keep
+    the source's WAL forever."""
+    state = await store.sync_state(record.id)
+    slot = state.get("slot") if state else None
+    if not isinstance(slot, str):
+        return
+    by_hand = f"drop it on the source: SELECT pg_drop_replication_slot('{slot}')"
+    if source is None:
+        await log("WARNING", f"Rollback: replication slot {slot} was not dropped (no source connection); {by_hand}")
+        return
+    try:
+        dropped = await drop_capture_slot(source, slot, spec.timeout)
+    except Exception as exc:
+        reason = source.redact(exc.message if isinstance(exc, MigratorError) else f"{type(exc).__name__}: {exc}")
+        await log("WARNING", f"Rollback: replication slot {slot} was not dropped ({reason}); {by_hand}")
+        return
+    assert state is not None
+    await store.save_sync(record.id, {**state, "slot": None})
+    if dropped:
+        await log("INFO", f"Rollback: replication slot {slot} dropped on the source")

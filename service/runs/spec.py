@@ -14,6 +14,7 @@ from service.connectors.csv.dialect import CsvOptions
 from service.connectors.mongo.options import MongoOptions
 from service.core.errors import InvalidSpec
 from service.core.urls import storable
+from service.sync.options import SyncOptions
 
 Mode = Literal["insert", "upsert", "replace"]
 OnError = Literal["reject", "skip_batch", "stop"]
@@ -22,10 +23,11 @@ ON_ERROR = ("reject", "skip_batch", "stop")
 KNOWN = {
     "source", "target", "tables", "batchSize", "parallelBatches", "validation", "retryFailed", "timeout",
     "mode", "onError", "rules", "transforms", "dedupe", "csv", "mongo", "targetTables", "name", "maxErrors",
-    "sample", "parallelTables", "verify",
+    "sample", "parallelTables", "verify", "incremental", "detectDeletes",
 }
 # Keys that decide what a run does: two runs with equal values are the same migration (resume).
-_IDENTITY = ("source", "target", "tables", "targetTables", "mode", "rules", "transforms", "dedupe", "csv", "mongo")
+_IDENTITY = ("source", "target", "tables", "targetTables", "mode", "rules", "transforms", "dedupe", "csv", "mongo",
+             "incremental", "detectDeletes")
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,7 @@ class MigrationSpec:
     mongo: MongoOptions = field(default_factory=MongoOptions)
     max_errors: int | None = None  # rejected rows allowed before the run stops
     max_errors_percent: float | None = None  # … or as a share of the rows read
+    sync: SyncOptions = field(default_factory=SyncOptions)  # incremental sync: later passes copy changes
     sample: int | None = None  # plan only: a dry run of the quality steps on this many rows per table
     raw: Mapping[str, object] = field(default_factory=dict, compare=False)
 
@@ -163,6 +166,13 @@ class MigrationSpec:
             mongo_opts = MongoOptions.from_spec(d.get("mongo"))
         except InvalidSpec as exc:
             problems.extend(exc.problems)
+        sync = SyncOptions()
+        try:
+            sync = SyncOptions.from_spec(d.get("incremental"), d.get("detectDeletes"))
+        except InvalidSpec as exc:
+            problems.extend(exc.problems)
+        if sync.enabled and isinstance(tables, list):
+            problems += [f"incremental.{t}: not among the spec's tables" for t in sync.tables if t not in tables]
         max_errors, max_percent = _max_errors(d.get("maxErrors"), problems)
         retry = _retry(d.get("retryFailed", True), problems)
         sample = integer("sample", 1000, 1, 1_000_000) if "sample" in d else 0
@@ -190,6 +200,7 @@ class MigrationSpec:
             mongo=mongo_opts,
             max_errors=max_errors,
             max_errors_percent=max_percent,
+            sync=sync,
             sample=sample or None,
             raw=dict(d),
         )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -33,7 +33,8 @@ class TableCounts:
 
 def summarize(record: MigrationRecord, status: str, tables: Sequence[TableCounts], *,
               started_at: str | None, ended_at: str | None, error: str | None,
-              estimated_seconds: float | None = None) -> dict[str, object]:
+              estimated_seconds: float | None = None,
+              sync: Mapping[str, object] | None = None) -> dict[str, object]:
     """The accounting, per table and in total: readCount = migratedCount + failedCount, and
     failedCount = rejectedCount (rows a rule, a cast or the target refused) + skippedCount (rows
     of a batch skipped whole by `onError: skip_batch`).
@@ -85,6 +86,7 @@ def summarize(record: MigrationRecord, status: str, tables: Sequence[TableCounts
              "progress": _percent(t.migrated + t.failed, t.total or 0, t.status)}
             for t in tables
         ],
+        **({"sync": dict(sync)} if sync is not None else {}),
     }
 
 

@@ -93,6 +93,11 @@ CREATE TABLE IF NOT EXISTS {SCHEMA}.reports (
   created_at text NOT NULL,
   report jsonb NOT NULL
 );
+CREATE TABLE IF NOT EXISTS {SCHEMA}.sync_state (
+  migration_id text PRIMARY KEY,
+  updated_at text NOT NULL,
+  state jsonb NOT NULL
+);
 CREATE INDEX IF NOT EXISTS rejects_migration ON {SCHEMA}.rejects (migration_id, table_name, id);
 """
 
@@ -288,6 +293,15 @@ class PostgresStateStore:
 
     async def report(self, migration_id: str) -> dict[str, object] | None:
         rows = await self._fetch(f"SELECT report::text FROM {SCHEMA}.reports WHERE migration_id = $1", migration_id)
+        return dict(orjson.loads(str(rows[0][0]))) if rows else None
+
+    async def save_sync(self, migration_id: str, state: Mapping[str, object]) -> None:
+        await self._execute(f"INSERT INTO {SCHEMA}.sync_state (migration_id, updated_at, state) VALUES ($1, $2, $3::jsonb)"
+                            " ON CONFLICT (migration_id) DO UPDATE SET updated_at = excluded.updated_at,"
+                            " state = excluded.state", migration_id, stored.now(), stored.to_json(state))
+
+    async def sync_state(self, migration_id: str) -> dict[str, object] | None:
+        rows = await self._fetch(f"SELECT state::text FROM {SCHEMA}.sync_state WHERE migration_id = $1", migration_id)
         return dict(orjson.loads(str(rows[0][0]))) if rows else None
 
     async def count_rejects(self, migration_id: str, rule: str) -> dict[str, int]:

@@ -32,6 +32,13 @@ def now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def seconds_since(stamp: str | None) -> float:
+    """Seconds from a `now()` time stamp to now (0 for None)."""
+    if not stamp:
+        return 0.0
+    return max(0.0, (datetime.now(UTC) - datetime.fromisoformat(stamp.replace("Z", "+00:00"))).total_seconds())
+
+
 def levels_from(level: str | None) -> list[str]:
     """`level` and every level above it; all levels for None or a name not in LEVELS."""
     name = (level or "DEBUG").upper()

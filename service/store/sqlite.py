@@ -40,6 +40,8 @@ CREATE TABLE IF NOT EXISTS rejects (
 CREATE INDEX IF NOT EXISTS rejects_migration ON rejects (migration_id, table_name, id);
 CREATE TABLE IF NOT EXISTS reports (
   migration_id TEXT PRIMARY KEY, created_at TEXT NOT NULL, report TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS sync_state (
+  migration_id TEXT PRIMARY KEY, updated_at TEXT NOT NULL, state TEXT NOT NULL);
 """
 
 
@@ -195,6 +197,17 @@ class SqliteStateStore:
     async def report(self, migration_id: str) -> dict[str, object] | None:
         row = await self.db.run(lambda c: c.execute(
             "SELECT report FROM reports WHERE migration_id = ?", (migration_id,)).fetchone())
+        return None if row is None else dict(orjson.loads(str(row[0])))
+
+    async def save_sync(self, migration_id: str, state: Mapping[str, object]) -> None:
+        await self.db.run(lambda c: c.execute(
+            "INSERT INTO sync_state (migration_id, updated_at, state) VALUES (?, ?, ?) ON CONFLICT (migration_id) "
+            "DO UPDATE SET updated_at = excluded.updated_at, state = excluded.state",
+            (migration_id, stored.now(), stored.to_json(state))))
+
+    async def sync_state(self, migration_id: str) -> dict[str, object] | None:
+        row = await self.db.run(lambda c: c.execute(
+            "SELECT state FROM sync_state WHERE migration_id = ?", (migration_id,)).fetchone())
         return None if row is None else dict(orjson.loads(str(row[0])))
 
     async def count_rejects(self, migration_id: str, rule: str) -> dict[str, int]:

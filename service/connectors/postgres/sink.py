@@ -192,6 +192,10 @@ class PostgresSink:
                             "table was rewritten since (e.g. restored from a dump in one transaction); rollback "
                             "refused, nothing was changed")
                     done.append(f"deleted {deleted} row(s) the run inserted into {table}")
+                if exists and await pgc.relation_oid(conn, ledger.BEFORE) is not None:
+                    done += await _restore_before(conn, migration_id, table)
+            if await pgc.relation_oid(conn, ledger.BEFORE) is not None:
+                await conn.execute(f"DELETE FROM {ledger.BEFORE} WHERE migration_id = $1", migration_id)
             for sql in ledger.forget_sql(ledger.dollar):
                 await conn.execute(sql, migration_id)
         return done
@@ -274,6 +278,28 @@ def _foreign_key_sql(table: str, key: ForeignKey) -> str:
             + (" DEFERRABLE INITIALLY DEFERRED" if key.deferrable else "") + " NOT VALID")
 
 
+async def _restore_before(conn: asyncpg.Connection, migration_id: str, table: str) -> list[str]:
+    """Undo a run's upserts and deletes in `table`: every key it touched is deleted, and the rows
+    as they were before it are put back."""
+    key = await pgc.key_columns(conn, await pgc.require_oid(conn, table, "rollback"))
+    if not key:
+        return []
+    t = pgc.qualified(table)
+    cols = ", ".join(pgc.quote_ident(k) for k in key)
+    picked = f"FROM {ledger.BEFORE} b WHERE b.migration_id = $1 AND b.table_name = $2"
+    status = await conn.execute(
+        f"DELETE FROM {t} WHERE ({cols}) IN (SELECT {cols} FROM {ledger.BEFORE} b, "
+        f"jsonb_populate_record(NULL::{t}, b.key) k WHERE b.migration_id = $1 AND b.table_name = $2)",
+        migration_id, table, timeout=_BUILD_TIMEOUT)
+    removed = int(status.rsplit(" ", 1)[-1])
+    status = await conn.execute(f"INSERT INTO {t} SELECT (jsonb_populate_record(NULL::{t}, b.row)).* {picked} "
+                                "AND b.row IS NOT NULL", migration_id, table, timeout=_BUILD_TIMEOUT)
+    restored = int(status.rsplit(" ", 1)[-1])
+    if not removed and not restored:
+        return []
+    return [f"{table}: removed {removed} row(s) the run upserted and put back {restored} as they were before it"]
+
+
 _BUILD_TIMEOUT = 24 * 3600.0  # building a key or an index over the whole table is not one batch's statement
 
 
@@ -288,6 +314,10 @@ _REFUSALS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
 class PostgresTableWriter:
     # "reject" finds refused rows by bisection and loads the rest; set by the run from `onError`.
     on_refusal: OnRefusal = "reject"
+    # Incremental sync: rows replace those with the same key (INSERT … ON CONFLICT … DO UPDATE),
+    # and `soft_delete` (a boolean column) is set false on each row written.
+    upsert: bool = False
+    soft_delete: str | None = None
 
     def __init__(
         self,
@@ -325,6 +355,8 @@ class PostgresTableWriter:
     def native_formats(self, source: TableSchema) -> frozenset[NativeFormat]:
         """The source's binary COPY stream as it is, into a table with the same column types. Rows
         the table refuses are found through a temporary table (_isolate_native)."""
+        if self._upserting:
+            return frozenset()
         same = source.native_kind == "postgresql" and [
             (c, source.column(c).native_type) for c in self._columns
         ] == [(c, self.schema.column(c).native_type) for c in self._columns]
@@ -347,10 +379,53 @@ class PostgresTableWriter:
             return await asyncio.to_thread(_encode, self._new_encoder(), data), "binary"
         return [await asyncio.to_thread(_csv_payload, data)], "csv"
 
+    @property
+    def _upserting(self) -> bool:
+        """Upserts need the key in the target: a table this run created gets it at its first
+        finish(), and its first pass has nothing to replace."""
+        return self.upsert and bool(self.schema.key)
+
+    async def _stage(self, conn: asyncpg.Connection, name: str, columns: Sequence[str]) -> None:
+        """An empty temporary table `name` with `columns` of the target table, dropped at commit."""
+        cols = ", ".join(pgc.quote_ident(c) for c in columns)
+        await conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {name} ON COMMIT DROP AS SELECT {cols} "
+                           f"FROM {pgc.qualified(self.schema.name)} WITH NO DATA")
+        await conn.execute(f"TRUNCATE {name}")
+
+    async def _save_before(self, conn: asyncpg.Connection, staged: str) -> None:
+        """Into a table the run did not create: the first version the run sees of each staged key's
+        row (NULL when absent), which a rollback puts back."""
+        if self.created:
+            return
+        key = self.schema.key
+        obj = ", ".join(f"'{k}', s.{pgc.quote_ident(k)}" for k in key)
+        join = " AND ".join(f"t.{pgc.quote_ident(k)} = s.{pgc.quote_ident(k)}" for k in key)
+        await conn.execute(ledger.before_ddl())
+        await conn.execute(
+            f"INSERT INTO {ledger.BEFORE} (migration_id, table_name, key, row) "
+            f"SELECT $1, $2, jsonb_build_object({obj}), to_jsonb(t) FROM {staged} s "
+            f"LEFT JOIN {pgc.qualified(self.schema.name)} t ON {join} ON CONFLICT DO NOTHING",
+            self._migration_id, self.schema.name)
+
     async def _copy(self, conn: asyncpg.Connection, payload: list[bytes], fmt: str) -> None:
         """COPY `payload` in the (sub)transaction under way. Into a table the run did not create,
         a row in the ledger's writes table goes with it: inserted by the same subtransaction, its
-        own xmin is the xmin of the copied rows — what a rollback deletes them by."""
+        own xmin is the xmin of the copied rows — what a rollback deletes them by. Upserts go
+        through a temporary table, then INSERT … ON CONFLICT; what they replace is saved first."""
+        if self._upserting:
+            await self._stage(conn, "_migrator_up", self._columns)
+            await conn.copy_to_table("_migrator_up", source=_once(payload), columns=self._columns, format=fmt)
+            await self._save_before(conn, "_migrator_up")
+            cols = ", ".join(pgc.quote_ident(c) for c in self._columns)
+            keys = ", ".join(pgc.quote_ident(k) for k in self.schema.key)
+            sets = [f"{pgc.quote_ident(c)} = EXCLUDED.{pgc.quote_ident(c)}" for c in self._columns
+                    if c not in self.schema.key]
+            if self.soft_delete and self.soft_delete not in self._columns:
+                sets.append(f"{pgc.quote_ident(self.soft_delete)} = false")
+            await conn.execute(f"INSERT INTO {pgc.qualified(self.schema.name)} ({cols}) SELECT {cols} FROM _migrator_up"
+                               f" ON CONFLICT ({keys}) DO "
+                               + (f"UPDATE SET {', '.join(sets)}" if sets else "NOTHING"))
+            return
         status = await conn.copy_to_table(self._table, schema_name=self._schema_name, source=_once(payload),
                                           columns=self._columns, format=fmt)
         if not self.created:  # the mark: how many rows (its xmin says which)
@@ -461,6 +536,43 @@ class PostgresTableWriter:
                     f"{pgc.server_message(exc)}"
                 ) from exc
         return checkpoint
+
+    async def delete_keys(self, keys: pa.RecordBatch) -> int:
+        """Delete the rows with these keys (key columns only) — or, with `soft_delete`, set that
+        column true on them — in one transaction; returns how many rows changed."""
+        if not keys.num_rows:
+            return 0
+        key = list(keys.schema.names)
+        if not self.schema.key or sorted(key) != sorted(self.schema.key):
+            raise InvalidInput(f"{self.schema.name}: deleting by key needs its primary key ({', '.join(key)}) in the "
+                               "target table")
+        t = pgc.qualified(self.schema.name)
+        match = " AND ".join(f"t.{pgc.quote_ident(k)} = d.{pgc.quote_ident(k)}" for k in key)
+        payload = [await asyncio.to_thread(_csv_payload, keys)]
+        async with self._pool.acquire() as conn:
+            try:
+                async with conn.transaction():
+                    await self._stage(conn, "_migrator_del", key)
+                    await conn.copy_to_table("_migrator_del", source=_once(payload), columns=key, format="csv")
+                    await self._save_before(conn, "_migrator_del")
+                    if self.soft_delete:
+                        soft = pgc.quote_ident(self.soft_delete)
+                        status = await conn.execute(f"UPDATE {t} t SET {soft} = true FROM _migrator_del d "
+                                                    f"WHERE {match} AND t.{soft} IS DISTINCT FROM true")
+                    else:
+                        status = await conn.execute(f"DELETE FROM {t} t USING _migrator_del d WHERE {match}")
+            except asyncpg.PostgresError as exc:
+                raise EndpointError(f"deleting rows from {self.schema.name} in PostgreSQL at {self._sink.where}: "
+                                    f"{pgc.server_message(exc)}") from exc
+        return int(status.rsplit(" ", 1)[-1])
+
+    async def add_soft_delete_column(self) -> None:
+        """The `soft_delete` flag column (boolean NOT NULL DEFAULT false), added if missing."""
+        if not self.soft_delete or self.soft_delete in self.schema.column_names:
+            return
+        async with self._pool.acquire() as conn:
+            await conn.execute(f"ALTER TABLE {pgc.qualified(self.schema.name)} ADD COLUMN IF NOT EXISTS "
+                               f"{pgc.quote_ident(self.soft_delete)} boolean NOT NULL DEFAULT false")
 
     async def finish(self) -> list[str]:
         """Add the primary key to a table this run created, and make every batch durable: this

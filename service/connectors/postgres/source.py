@@ -112,6 +112,21 @@ class PostgresSource:
     def native_formats(self, schema: TableSchema) -> frozenset[NativeFormat]:
         return frozenset({NativeFormat.PG_BINARY, NativeFormat.CSV, NativeFormat.CSV_SAFE})
 
+    async def cursor_max(self, table: str, column: str) -> str | None:
+        """The highest value of `column` (as text): an incremental table's high-water mark."""
+        conn = await self._connection()
+        value = await conn.fetchval(f"SELECT max({pgc.quote_ident(column)})::text FROM {pgc.qualified(table)}")
+        return None if value is None else str(value)
+
+    async def count_since(self, table: str, column: str, since: object) -> int:
+        """Rows whose `column` is beyond `since` (all rows when None): how far a sync is behind."""
+        conn = await self._connection()
+        schema = await self.describe(table)
+        where = (f" WHERE {pgc.quote_ident(column)} > $1::text::{schema.column(column).native_type or 'text'}"
+                 if since is not None else "")
+        return int(await conn.fetchval(f"SELECT count(*) FROM {pgc.qualified(table)}{where}",
+                                       *([str(since)] if since is not None else [])))
+
     async def read(
         self,
         schema: TableSchema,
@@ -120,12 +135,15 @@ class PostgresSource:
         start_row: int,
         batch_size: int,
         native: NativeFormat | None,
+        since: Since | None = None,
     ) -> AsyncGenerator[Batch, None]:
         # One connection finds the ranges; READERS others COPY them, a range or two ahead of the
         # consumer, so the server works while we hand the previous batch on. Batches leave in order.
         # All are this read's own, so that tables can be read at the same time.
         *readers, probe = await self._readers(READERS + 1)
-        ranges = _KeyRanges(schema) if schema.key else _PageRanges(schema, batch_size)
+        if since is not None and not schema.key:
+            raise EndpointError(f"{schema.name} has no primary key: an incremental pass reads by (cursor, key)")
+        ranges = _KeyRanges(schema, since) if schema.key else _PageRanges(schema, batch_size)
         columns = (_excel_safe(c) if native is NativeFormat.CSV_SAFE else pgc.quote_ident(c.name)
                    for c in schema.columns)
         select = f"SELECT {', '.join(columns)} FROM {pgc.qualified(schema.name)} WHERE "
@@ -187,6 +205,7 @@ class PostgresSource:
 
 
 Step = tuple[str, list[object], Position, int | None]
+Since = tuple[str, object]  # (cursor column, its lowest value, as text): rows from there on
 READERS = 2
 
 
@@ -203,21 +222,31 @@ async def _copy(conn: asyncpg.Connection, query: str, args: list[object], fmt: s
 
 
 class _KeyRanges:
-    """Ranges of the key order: `(after, upto]` holding `batch_size` rows."""
+    """Ranges of the key order: `(after, upto]` holding `batch_size` rows. With `since`
+    (column, value) only rows whose column is at least the value: an incremental pass, whose
+    order (the schema's key) is then (that column, primary key)."""
 
-    def __init__(self, schema: TableSchema) -> None:
-        self.keys = [pgc.quote_ident(k) for k in schema.key]
-        self.types = [schema.column(k).native_type or "text" for k in schema.key]
+    def __init__(self, schema: TableSchema, since: Since | None = None) -> None:
+        order = [since[0], *schema.key] if since is not None else list(schema.key)
+        self.keys = [pgc.quote_ident(k) for k in order]
+        self.types = [schema.column(k).native_type or "text" for k in order]
         self.tuple = f"({', '.join(self.keys)})"
         self.table = pgc.qualified(schema.name)
+        self.since: list[object] = []
+        self.base = "TRUE"
+        if since is not None:
+            column, value = since
+            self.since = [str(value)]
+            self.base = f"{pgc.quote_ident(column)} >= $1::text::{schema.column(column).native_type or 'text'}"
 
     def _bound(self, op: str, first_arg: int) -> str:
         params = ", ".join(f"${first_arg + i}::text::{t}" for i, t in enumerate(self.types))
         return f"{self.tuple} {op} ({params})"
 
     async def next(self, conn: asyncpg.Connection, after: Position, batch_size: int) -> Step | None:
-        after_keys = list(after) if isinstance(after, list) else []
-        cond = self._bound(">", 1) if after_keys else "TRUE"
+        resumed = isinstance(after, list) and bool(after)
+        after_keys = [*self.since, *after] if resumed and isinstance(after, list) else list(self.since)
+        cond = self.base + (f" AND {self._bound('>', len(self.since) + 1)}" if resumed else "")
         ordered = ", ".join(self.keys)
         desc = ", ".join(f"{k} DESC" for k in self.keys)
         # Output columns are aliased k0, k1…: the key's own name would bind ORDER BY to the text.

@@ -131,6 +131,7 @@ class SqliteSink:
             name=target_name,
             columns=tuple(Column(str(r[1]), arrow_type(str(r[2] or "")), not int(str(r[3])), str(r[2] or ""))
                           for r in cols),
+            key=tuple(str(r[1]) for r in sorted((r for r in cols if int(str(r[5]))), key=lambda r: int(str(r[5])))),
             native_kind=self.kind,
         )
         missing = [c for c in source.column_names if c not in schema.column_names]
@@ -147,6 +148,10 @@ class SqliteSink:
 class SqliteTableWriter:
     on_refusal: OnRefusal = "fail"  # nothing to isolate: conformed rows are never refused here
     max_writers = 1  # SQLite has one writer at a time
+    # Incremental sync (tables this run created only: a rollback drops them): rows replace those
+    # with the same key, and `soft_delete` (a flag column) is set to 0 on each row written.
+    upsert: bool = False
+    soft_delete: str | None = None
 
     def __init__(self, db: SqliteDatabase, schema: TableSchema, columns: list[str], migration_id: str,
                  created: bool) -> None:
@@ -168,11 +173,58 @@ class SqliteTableWriter:
         )
         return ledger.decode(row)[0]
 
+    def _statement(self) -> str:
+        if not (self.upsert and self.schema.key):
+            return self._insert
+        sets = [f"{quote_ident(c)} = excluded.{quote_ident(c)}" for c in self._columns if c not in self.schema.key]
+        if self.soft_delete and self.soft_delete not in self._columns:
+            sets.append(f"{quote_ident(self.soft_delete)} = 0")
+        keys = ", ".join(quote_ident(k) for k in self.schema.key)
+        return f"{self._insert} ON CONFLICT ({keys}) DO " + (f"UPDATE SET {', '.join(sets)}" if sets else "NOTHING")
+
+    async def delete_keys(self, keys: pa.RecordBatch) -> int:
+        """Delete the rows with these keys — or, with `soft_delete`, set that flag to 1 on them —
+        in one transaction; returns how many rows changed."""
+        if not keys.num_rows:
+            return 0
+        names = list(keys.schema.names)
+        if not self.schema.key or sorted(names) != sorted(self.schema.key):
+            raise InvalidInput(f"{self.schema.name}: deleting by key needs its primary key ({', '.join(names)}) in "
+                               "the target table")
+        match = " AND ".join(f"{quote_ident(k)} = ?" for k in names)
+        table = quote_ident(self.schema.name)
+        sql = (f"UPDATE {table} SET {quote_ident(self.soft_delete)} = 1 WHERE {match} "
+               f"AND {quote_ident(self.soft_delete)} IS NOT 1" if self.soft_delete else f"DELETE FROM {table} WHERE {match}")
+        rows = _rows(keys)
+
+        def delete(c: sqlite3.Connection) -> int:
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                before = c.total_changes
+                c.executemany(sql, rows)
+                changed = c.total_changes - before
+                c.execute("COMMIT")
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+            return changed
+
+        return int(await self.db.run(delete))
+
+    async def add_soft_delete_column(self) -> None:
+        """The `soft_delete` flag column (INTEGER NOT NULL DEFAULT 0), added if missing."""
+        if not self.soft_delete or self.soft_delete in self.schema.column_names:
+            return
+        sql = (f"ALTER TABLE {quote_ident(self.schema.name)} ADD COLUMN {quote_ident(self.soft_delete)} "
+               "INTEGER NOT NULL DEFAULT 0")
+        await self.db.run(lambda c: c.execute(sql))
+
     async def write(self, batch: Batch, turn: CommitTurn) -> Checkpoint:
         if isinstance(batch.data, NativePayload):
             raise EndpointError(f"SQLite sink cannot take a {batch.data.format} payload")
         rows = _rows(batch.data.select(self._columns)) if batch.rows else []
         checkpoint = await turn(())
+        statement = self._statement()
 
         def commit(c: sqlite3.Connection) -> None:
             c.execute("BEGIN IMMEDIATE")
@@ -180,7 +232,7 @@ class SqliteTableWriter:
                 if rows:
                     if not self.created:
                         self._watch_inserts(c)
-                    c.executemany(self._insert, rows)
+                    c.executemany(statement, rows)
                     if not self.created:  # which rows are the batch's, for a rollback
                         c.executemany(ledger.add_write_sql(ledger.qmark, "?"),
                                       [(self._migration_id, self.schema.name, m) for m in _marks(c)])

@@ -65,6 +65,19 @@ class SqliteSource:
     def native_formats(self, schema: TableSchema) -> frozenset[NativeFormat]:
         return frozenset()
 
+    async def cursor_max(self, table: str, column: str) -> object:
+        """The highest value of `column`: an incremental table's high-water mark."""
+        row = await self.db.run(lambda c: c.execute(
+            f"SELECT max({quote_ident(column)}) FROM {quote_ident(table)}").fetchone())
+        return row[0]
+
+    async def count_since(self, table: str, column: str, since: object) -> int:
+        """Rows whose `column` is beyond `since` (all rows when None): how far a sync is behind."""
+        where, args = (f" WHERE {quote_ident(column)} > ?", [since]) if since is not None else ("", [])
+        row = await self.db.run(lambda c: c.execute(
+            f"SELECT count(*) FROM {quote_ident(table)}{where}", args).fetchone())
+        return int(row[0])
+
     async def read(
         self,
         schema: TableSchema,
@@ -73,19 +86,26 @@ class SqliteSource:
         start_row: int,
         batch_size: int,
         native: NativeFormat | None,
+        since: tuple[str, object] | None = None,
     ) -> AsyncGenerator[Batch, None]:
+        """With `since` (cursor column, value): only rows whose cursor is at least the value, in
+        (cursor, rowid or key) order — an incremental pass."""
         if schema.name not in self._order:
             await self.describe(schema.name)
         order = self._order[schema.name]
+        base, base_args = "1", []
+        if since is not None:
+            order = [since[0], *order]
+            base, base_args = f"{quote_ident(since[0])} >= ?", [since[1]]
         keys = ", ".join(quote_ident(k) if k != "rowid" else "rowid" for k in order)
         cols = ", ".join(quote_ident(c) for c in schema.column_names)
         table = quote_ident(schema.name)
         seq, row = 0, start_row
         while True:
             last = list(after) if isinstance(after, list) else None
-            cond = f"({keys}) > ({', '.join('?' * len(order))})" if last else "1"
+            cond = base + (f" AND ({keys}) > ({', '.join('?' * len(order))})" if last else "")
             sql = f"SELECT {keys}, {cols} FROM {table} WHERE {cond} ORDER BY {keys} LIMIT {int(batch_size)}"
-            rows = await self.db.run(_fetch(sql, last or []))
+            rows = await self.db.run(_fetch(sql, [*base_args, *(last or [])]))
             if not rows:
                 return
             n = len(order)

@@ -1,0 +1,88 @@
+"""A sync's rows can be undone in one call — in a table that held rows before, the rows it replaced
+come back as they were — and a sync pass stopped midway goes on from its checkpoint."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from service.runs.events import BatchCommitted, Event
+from service.runs.migration import Migration, find_for_sync, resolve
+from service.runs.rollback import roll_back
+from service.runs.spec import MigrationSpec
+from service.store.base import StateStore
+from tests.support.pg import execute, fetch
+from tests.sync.support import sync_pass
+
+ITEMS = ("CREATE TABLE items (id int PRIMARY KEY, name text, updated_at timestamptz NOT NULL DEFAULT now())")
+
+
+async def rows(dsn: str) -> list[tuple[object, ...]]:
+    return await fetch(dsn, "SELECT id, name FROM items ORDER BY id")
+
+
+async def test_rollback_puts_back_the_rows_a_sync_replaced_and_deleted_in_a_table_that_held_rows(
+    store: StateStore, data_dir: Path, new_pg_db
+) -> None:
+    source, target = await new_pg_db(), await new_pg_db()
+    await execute(source, ITEMS, "INSERT INTO items (id, name) SELECT i, 'source ' || i FROM generate_series(1, 300) i")
+    # The target's own table: rows 1–5 are older versions, 1000 is the target's alone.
+    await execute(target, ITEMS, "INSERT INTO items (id, name) SELECT i, 'target ' || i FROM generate_series(1, 5) i",
+                  "INSERT INTO items (id, name) VALUES (1000, 'only in the target')")
+    before = await rows(target)
+    spec = {"source": source, "target": target, "batchSize": 64, "incremental": {"items": {"cursor": "updated_at"}},
+            "detectDeletes": True}
+    await sync_pass(store, spec, data_dir)
+    await execute(source, "UPDATE items SET name = 'changed', updated_at = now() + interval '1 minute' "
+                          "WHERE id IN (2, 200)", "DELETE FROM items WHERE id = 3")
+    last = await sync_pass(store, spec, data_dir)
+    after = await rows(target)
+    assert (2, "changed") in after and 3 not in [r[0] for r in after]
+    assert (1000, "only in the target") not in after  # its key is not in the source: detectDeletes took it
+
+    record = await store.get_migration(last.id)
+    assert record is not None
+    done = await roll_back(store, record, last.spec, resolve(last.spec, data_dir).target)
+
+    assert await rows(target) == before
+    assert any("put back" in line for line in done), done
+
+
+async def test_a_sync_pass_stopped_midway_goes_on_from_its_checkpoint_and_ends_exact(
+    store: StateStore, data_dir: Path, new_pg_db
+) -> None:
+    source, target = await new_pg_db(), await new_pg_db()
+    await execute(source, ITEMS, "INSERT INTO items (id, name, updated_at) SELECT i, 'v1 ' || i, "
+                                 "'2026-01-01'::timestamptz + i * interval '1 second' FROM generate_series(1, 2000) i")
+    spec = {"source": source, "target": target, "batchSize": 100, "parallelBatches": 1,
+            "incremental": {"items": {"cursor": "updated_at"}}}
+    await sync_pass(store, spec, data_dir)
+    await execute(source, "UPDATE items SET name = 'v2 ' || id, updated_at = '2026-02-01'::timestamptz + id * "
+                          "interval '1 second' WHERE id % 2 = 0")
+    parsed = MigrationSpec.from_dict(spec)
+    endpoints = resolve(parsed, data_dir)
+    record, _ = await find_for_sync(store, parsed, endpoints)
+    committed = asyncio.Event()
+    batches = 0
+
+    def watch(event: Event) -> None:
+        nonlocal batches
+        if isinstance(event, BatchCommitted):
+            batches += 1
+            if batches == 3:
+                committed.set()
+
+    stopped = Migration(record, parsed, endpoints, store, listeners=[watch])
+    task = asyncio.create_task(stopped.run(sync=True))
+    await asyncio.wait_for(committed.wait(), 30)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert stopped.status == "cancelled" and stopped.sync is not None and stopped.sync.running
+    partly = await fetch(target, "SELECT count(*) FROM items WHERE name LIKE 'v2 %'")
+    assert 0 < partly[0][0] < 1000  # type: ignore[operator]
+
+    resumed = await sync_pass(store, spec, data_dir)  # the same pass, resumed: not a new one
+
+    assert resumed.sync is not None and resumed.sync.pass_no == 1
+    assert await rows(target) == await rows(source)
+    assert resumed.tables["items"].written < 2000 + 1000 + 100  # pass 0, pass 1's 1000 rows, at most a batch again
