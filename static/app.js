@@ -324,6 +324,9 @@ function onMessage(msg) {
     case 'plan':
       if (!plan.discovering && msg.plan) plan.showReview(msg.plan);
       break;
+    case 'sync':
+      if (msg.sync) applySummary({...(state.summary || {}), id, sync: msg.sync});
+      break;
     case 'report':
       if (msg.summary) applySummary(msg.summary);
       if (msg.report) showReport(msg.report);

@@ -156,6 +156,15 @@ def document() -> dict[str, object]:
         "rollback": {"post": _verb("return the target to its state before the run: drop what it created, delete "
                                    "what it inserted, restore what it overwrote; again to finish an interrupted one",
                                    _RESUME, _ok("{success, status}"), 400, 404, 409, 502)},
+        "sync": {"post": _verb("incremental migrations: the next sync pass (pass 0, everything, when it is "
+                               "planned); with every, a pass every that many seconds until cancel or cutover",
+                               {"type": "object", "additionalProperties": False,
+                                "properties": {"every": {"type": ["number", "null"], "minimum": 1, "maximum": 86400},
+                                               "sourceDB": _URL, "targetDB": _URL}},
+                               _ok("{success, migration}", status="202"), 400, 404, 409, 502)},
+        "cutover": {"post": _verb("a last sync pass, a deep verification, the change-capture slot dropped: "
+                                  "reports lag (0) and the verification", _RESUME,
+                                  _ok("{success, migrationId, status, lagRows, ok, report}"), 400, 404, 409, 502)},
         "report": {"get": {**_verb("the latest verification report, as JSON or Markdown", None,
                                    _ok("{success, report} or text/markdown"), 400, 404),
                            "parameters": [{"name": "format", "in": "query", "schema": {"enum": ["json", "md"]}}]}},

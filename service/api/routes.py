@@ -216,6 +216,35 @@ async def rollback(request: web.Request) -> web.Response:
     return await _control(request, lambda m, mid, data: m.rollback(mid, _urls(data)))
 
 
+async def sync(request: web.Request) -> web.Response:
+    data = await body(request)
+    unknown = sorted(set(data) - {"every", "sourceDB", "targetDB"})
+    if unknown:
+        raise InvalidInput(f"sync takes every (seconds between passes; none: one pass), and sourceDB/targetDB when "
+                           f"their passwords are masked, not {', '.join(unknown)}", details={"field": unknown[0]})
+    every = data.get("every")
+    if every is not None and (isinstance(every, bool) or not isinstance(every, int | float) or not 1 <= every <= 86400):
+        raise InvalidInput(f"every must be a number of seconds from 1 to 86400 (or null for one pass), not {every!r}",
+                           details={"field": "every"})
+    manager = request.app[MANAGER]
+    record = await manager.record(_id(request))
+    run = await manager.sync(record.id, None if every is None else float(every), _urls(data))
+    started = {**migration_json(run.record, run.status), "startTime": run.started_at, "every": every}
+    return ok({"message": "Sync started" if every is None else f"Continuous sync started: a pass every {every:g} s",
+               "migration": started}, status=202)
+
+
+async def cutover(request: web.Request) -> web.Response:
+    data = await body(request)
+    unknown = sorted(set(data) - {"sourceDB", "targetDB"})
+    if unknown:
+        raise InvalidInput(f"cutover takes only sourceDB/targetDB (when their passwords are masked), not "
+                           f"{', '.join(unknown)}", details={"field": unknown[0]})
+    manager = request.app[MANAGER]
+    record = await manager.record(_id(request))
+    return ok(await manager.cutover(record.id, _urls(data)))
+
+
 async def report(request: web.Request) -> web.Response:
     fmt = request.query.get("format", "json")
     if fmt not in ("json", "md"):
@@ -249,5 +278,7 @@ def add_routes(app: web.Application) -> None:
         r.add_post(f"{prefix}/verify", verify)
         r.add_post(f"{prefix}/rollback", rollback)
         r.add_get(f"{prefix}/report", report)
+        r.add_post(f"{prefix}/sync", sync)
+        r.add_post(f"{prefix}/cutover", cutover)
     r.add_get(f"/api/migrations/{{id:{ID_PATTERN}}}", one)
 

@@ -29,6 +29,7 @@ from service.runs.events import (
     PlanMade,
     ReportMade,
     StatusChanged,
+    SyncPassed,
     TableFinished,
     TableStarted,
 )
@@ -129,6 +130,8 @@ class Hub:
             self.broadcast(mid, "log", {"entry": log_json(event.entry)})
         elif isinstance(event, PlanMade):
             self.broadcast(mid, "plan", {"plan": event.plan})
+        elif isinstance(event, SyncPassed):
+            self.broadcast(mid, "sync", {"sync": event.sync})
         elif isinstance(event, ReportMade):
             if event.in_run:
                 self._reports[mid] = event.report

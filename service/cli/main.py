@@ -2,6 +2,7 @@
 
     migrator run SPEC.yaml [--batch-size N] [--parallel N] …
     migrator run --source URL --target URL [--tables a,b] [--batch-size N] [--parallel N]
+    migrator sync SPEC.yaml [--every 10s]
     migrator serve [--host H] [--port P]
 
 Exit status: 0 when every row is migrated (rejects are reported, not fatal), 1 when the run
@@ -71,12 +72,31 @@ def _parser() -> argparse.ArgumentParser:
     undo.add_argument("--force", action="store_true",
                       help="roll back a migration still marked executing: its `migrator run` was killed outright "
                            "(make sure no process is still running it)")
+    sync = sub.add_parser("sync", help="incremental migrations (spec `incremental`): the next sync pass of the "
+                                       "spec's migration — the first copies everything — or, with --every, a pass "
+                                       "every so often until Ctrl-C")
+    _spec_arguments(sync)
+    sync.add_argument("--every", type=_duration, metavar="DURATION",
+                      help="keep syncing: a pass every DURATION (e.g. 10s, 5m, 1h, or seconds), showing the lag")
+    sync.add_argument("--quiet", action="store_true", help="no progress bars")
+    sync.add_argument("--verbose", "-v", action="store_true", help="log what the run does to stderr")
     demo = sub.add_parser("demo", help="write demo CSV data (users, products, orders) into the data folder")
     demo.add_argument("--folder", type=Path, help="where to write (default: $MIGRATOR_DATA_DIR/demo)")
     serve = sub.add_parser("serve", help="start the HTTP service (default)")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     return p
+
+
+def _duration(text: str) -> float:
+    """`10s`, `5m`, `1h` or plain seconds, from 1 s to a day."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration (e.g. 10s, 5m, 1h)")
+    seconds = float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
+    if not 1 <= seconds <= 86400:
+        raise argparse.ArgumentTypeError(f"{text!r}: give from 1 second to 24 hours")
+    return seconds
 
 
 def _spec_arguments(parser: argparse.ArgumentParser) -> None:
@@ -187,7 +207,7 @@ async def _rollback(args: argparse.Namespace, settings: Settings, console: Conso
         endpoints = resolve(spec, settings.data_dir, hosts=HostPolicy(settings.allowed_hosts))
         console.print(f"Rolling back migration {record.id} ({record.status}) in {endpoints.target.masked} …",
                       soft_wrap=True)
-        done = await roll_back(store, record, spec, endpoints.target, force=args.force)
+        done = await roll_back(store, record, spec, endpoints.target, force=args.force, source=endpoints.source)
     finally:
         await store.close()
     for line in done or ["nothing of this run was in the target"]:
@@ -239,6 +259,42 @@ async def _run(args: argparse.Namespace, settings: Settings, console: Console) -
         await store.close()
 
 
+async def _sync(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    from service.cli.progress import ProgressView, summary_table
+    from service.runs.migration import find_for_sync
+
+    spec = _spec(args)
+    if not spec.sync.enabled:
+        raise InvalidInput("the spec has no incremental tables: add incremental: {table: {cursor: column}} "
+                           "(or {capture: true} for PostgreSQL change capture)")
+    endpoints = resolve(spec, settings.data_dir, hosts=HostPolicy(settings.allowed_hosts))
+    store = await open_state_store(settings.state_url)
+    try:
+        record, existing = await find_for_sync(store, spec, endpoints)
+        view = ProgressView(console)
+        migration = Migration(record, spec, endpoints, store, listeners=[] if args.quiet else [view])
+        console.print(f"{'Syncing' if existing else 'Starting'} migration {record.id}: {endpoints.source.masked} → "
+                      f"{endpoints.target.masked}" + (f", a pass every {args.every:g} s (Ctrl-C stops)"
+                                                      if args.every else ""), soft_wrap=True)
+        started = time.monotonic()
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        if task is not None:
+            loop.add_signal_handler(signal.SIGTERM, task.cancel)
+        try:
+            if args.quiet:
+                await migration.keep_in_sync(args.every)
+            else:
+                with view.progress:
+                    await migration.keep_in_sync(args.every)
+        finally:
+            loop.remove_signal_handler(signal.SIGTERM)
+            console.print(summary_table(migration, time.monotonic() - started))
+        return 0
+    finally:
+        await store.close()
+
+
 _UNSAFE = re.compile(r"[^\w.-]")
 
 
@@ -271,11 +327,11 @@ def main(argv: list[str] | None = None) -> int:
         verbose = getattr(args, "verbose", False)
         logging.basicConfig(level=logging.INFO if verbose else logging.CRITICAL,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        if args.command in ("run", "plan", "verify"):
+        if args.command in ("run", "plan", "verify", "sync"):
             if args.spec is None and not (args.source and args.target):
                 print("error: give a spec file, or both --source and --target", file=sys.stderr)
                 return 2
-            command = {"run": _run, "plan": _plan, "verify": _verify}[args.command]
+            command = {"run": _run, "plan": _plan, "verify": _verify, "sync": _sync}[args.command]
             return asyncio.run(command(args, settings, console))
         if args.command == "rollback":
             return asyncio.run(_rollback(args, settings, console))

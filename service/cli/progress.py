@@ -6,7 +6,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from service.runs.events import BatchCommitted, Event, StatusChanged, TableFinished, TableStarted
+from service.runs.events import BatchCommitted, Event, StatusChanged, SyncPassed, TableFinished, TableStarted
 from service.runs.migration import Migration
 
 
@@ -24,6 +24,7 @@ class ProgressView:
             transient=False,
         )
         self._tasks: dict[str, TaskID] = {}
+        self._pass: object = None  # the last sync pass printed
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, TableStarted):
@@ -38,6 +39,13 @@ class ProgressView:
                 self.progress.update(task, completed=p.done, total=total, failed=p.failed)
         elif isinstance(event, StatusChanged) and event.status in ("paused", "pausing"):
             self.console.print(f"[yellow]{event.status}")
+        elif isinstance(event, SyncPassed):
+            history = event.sync.get("history")
+            last = history[-1] if isinstance(history, list) and history else None
+            if isinstance(last, dict) and last.get("pass") != self._pass:
+                self._pass = last.get("pass")
+                self.console.print(f"sync pass {last.get('pass')}: {last.get('rows')} row(s) copied, "
+                                   f"{last.get('deleted')} deleted; behind by {event.sync.get('lagRows')} row(s)")
 
 
 def summary_table(migration: Migration, seconds: float) -> Table:

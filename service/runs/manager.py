@@ -35,6 +35,8 @@ from service.runs.summary import TableCounts, summarize
 from service.runs.verification import verify_migration
 from service.store.base import MigrationRecord, StateStore
 from service.store.rows import now
+from service.sync.capture_pass import drop_capture_slot
+from service.sync.state import SyncState
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,7 @@ class _Entry:
     plan: dict[str, object] | None = None
     run: Migration | None = None
     task: asyncio.Task[None] | None = None
+    stopping: asyncio.Event | None = None  # a continuous sync's cutover request
 
 
 class RunManager:
@@ -192,6 +195,65 @@ class RunManager:
             entry.spec = self._stored_spec(record, entry)
         return await self._launch(record, entry)
 
+    async def sync(self, migration_id: str, every: float | None, urls: Mapping[str, str] | None = None) -> Migration:
+        """Start the next pass of an incremental migration — the first one (pass 0) when it is
+        planned — and with `every`, keep syncing every that many seconds until cancel or cutover."""
+        async with self._control:
+            record = await self.record(migration_id)
+            if record.status in RUNNING:
+                raise WrongState(f"migration {record.id} is already {record.status}")
+            if record.status in ("initialized", "rolled_back", "rolling_back"):
+                raise WrongState(f"migration {record.id} is {record.status}: plan an incremental migration first "
+                                 "(POST /api/migrations/plan with incremental: {table: {cursor: column}})")
+            entry = self._entry(record, urls)
+            entry.spec = entry.spec or self._stored_spec(record, entry)
+            if not entry.spec.sync.enabled:
+                raise InvalidInput(f"migration {record.id} is not incremental: its plan has no incremental tables "
+                                   "(incremental: {table: {cursor: column} | {capture: true}})",
+                                   details={"field": "incremental"})
+            entry.stopping = asyncio.Event()
+            return await self._launch(record, entry, every=every, syncing=True)
+
+    async def cutover(self, migration_id: str | None, urls: Mapping[str, str] | None = None) -> dict[str, object]:
+        """The switch to the target: a last sync pass (the continuous one is told to stop after
+        it), a deep verification, the change-capture slot dropped. Returns the lag (0 once the
+        last pass has caught up) and the verification report."""
+        record = await self.record(migration_id)
+        async with self._control:
+            entry = self._entries.get(record.id)
+            running = entry is not None and entry.task is not None and not entry.task.done()
+        if running:
+            assert entry is not None and entry.task is not None and entry.run is not None
+            if entry.stopping is None:
+                raise WrongState(f"migration {record.id} is {record.status}: wait for it to end, then cut over")
+            await entry.run.resume()  # a paused sync would never reach its last pass
+            entry.stopping.set()
+            await asyncio.wait({entry.task})
+        else:
+            run = await self.sync(record.id, None, urls)
+            entry = self._entries[record.id]
+            assert entry.task is not None
+            await asyncio.wait({entry.task})
+            del run
+        record = await self.record(record.id)
+        if record.status != "completed":
+            raise WrongState(f"migration {record.id} is {record.status} after its last sync pass ({record.error}); "
+                             "nothing was cut over")
+        assert entry is not None and entry.run is not None and entry.run.sync is not None
+        sync = entry.run.sync
+        report = await self.verify(record.id, deep=True, urls=urls)
+        dropped = None
+        if sync.slot:
+            spec = entry.spec or self._stored_spec(record, entry)
+            dropped = sync.slot
+            await drop_capture_slot(self._endpoint("sourceDB", spec.source), sync.slot, spec.timeout)
+            sync.slot = None
+        sync.cut_over = True
+        await self.store.save_sync(record.id, sync.to_dict())
+        return {"migrationId": record.id, "status": record.status, "lagRows": sync.lag_rows,
+                "lagSeconds": sync.lag_seconds, "pass": sync.pass_no, "ok": bool(report["ok"]) and sync.lag_rows == 0,
+                "slotDropped": dropped, "report": report}
+
     async def pause(self, migration_id: str) -> str:
         async with self._control:
             return await self._pause(migration_id)
@@ -293,7 +355,11 @@ class RunManager:
                 self._emit(StatusChanged(record.id, value, error))
 
             entry.run = None  # its counters describe rows that are gone: summaries come from the store now
-            await roll_back(self.store, record, spec, target, on_status=status,
+            try:  # to drop a change-capture slot; a rollback itself never needs the source
+                source: EndpointUrl | None = self._endpoint("sourceDB", spec.source)
+            except MigratorError:
+                source = None
+            await roll_back(self.store, record, spec, target, on_status=status, source=source,
                             on_log=lambda e: self._emit(LogWritten(record.id, e)))
             return "rolled_back"
 
@@ -326,15 +392,17 @@ class RunManager:
         skipped = await self.store.count_rejects(record.id, "skip_batch") if stored else {}
         tables = ([TableCounts.stored(t, skipped.get(t.table, 0)) for t in stored]
                   or _planned(entry.plan if entry else None))
+        sync = SyncState.from_dict(await self.store.sync_state(record.id))
         return summarize(record, record.status, tables, started_at=record.started_at, ended_at=record.ended_at,
-                         error=record.error)
+                         error=record.error, sync=sync.public() if sync is not None else None)
 
     def plan_of(self, migration_id: str) -> dict[str, object] | None:
         entry = self._entries.get(migration_id)
         return entry.plan if entry else None
 
     # -- inside ---------------------------------------------------------------------------------
-    async def _launch(self, record: MigrationRecord, entry: _Entry) -> Migration:
+    async def _launch(self, record: MigrationRecord, entry: _Entry, *, every: float | None = None,
+                      syncing: bool = False) -> Migration:
         if len(self.running()) >= self.max_running:
             raise WrongState(f"{self.max_running} migrations are already running (max_running_migrations); "
                              "wait for one to finish")
@@ -349,13 +417,20 @@ class RunManager:
             run.estimated_seconds = float(estimate) if isinstance(estimate, int | float) else None
         await run.set_executing()
         entry.run = run
-        entry.task = self._spawn(self._drive(run), f"migration:{record.id}")
+        if not syncing:
+            entry.stopping = None
+        entry.task = self._spawn(self._drive(run, syncing=syncing, every=every, stopping=entry.stopping),
+                                 f"migration:{record.id}")
         self._forget_old()
         return run
 
-    async def _drive(self, run: Migration) -> None:
+    async def _drive(self, run: Migration, *, syncing: bool = False, every: float | None = None,
+                     stopping: asyncio.Event | None = None) -> None:
         try:
-            await run.run()
+            if syncing:
+                await run.keep_in_sync(every, stopping)
+            else:
+                await run.run()
         except MigratorError:
             pass  # recorded in the store and the log by the run itself
         except Exception:

@@ -14,6 +14,26 @@ export function createMonitorView() {
   const metric = (name) => document.querySelector(`[data-metric="${name}"]`);
   const metrics = Object.fromEntries(['total', 'migrated', 'failed', 'duration', 'throughput', 'eta'].map((m) => [m, metric(m)]));
   const rows = new Map(); // table name → its <li> parts
+  const syncLine = byId('sync-status');
+
+  // An incremental migration's sync: its pass, and how far the target is behind the source.
+  function renderSync(sync) {
+    if (!sync || typeof sync !== 'object') {
+      syncLine.hidden = true;
+      return;
+    }
+    const lagRows = isNumber(sync.lagRows) ? sync.lagRows : null;
+    const behind = lagRows === null ? 'lag not measured yet'
+      : lagRows === 0 ? 'in step with the source (lag 0)'
+        : `behind by ${count(lagRows)} row${lagRows === 1 ? '' : 's'}, ${duration(sync.lagSeconds)}`;
+    const every = isNumber(sync.every) ? ` · a pass every ${duration(sync.every)}` : '';
+    const cut = sync.cutOver ? ' · cut over' : '';
+    syncLine.textContent = `Sync pass ${sync.pass}: ${behind}${every}${cut}`;
+    syncLine.dataset.lagRows = lagRows === null ? '' : String(lagRows);
+    syncLine.dataset.lagSeconds = isNumber(sync.lagSeconds) ? String(sync.lagSeconds) : '';
+    syncLine.dataset.pass = String(sync.pass);
+    syncLine.hidden = false;
+  }
 
   function setMetric(name, shown, value, title) {
     const node = metrics[name];
@@ -92,6 +112,7 @@ export function createMonitorView() {
       else if (summary.status === 'completed') eta = 'done';
       setMetric('eta', eta, isNumber(summary.etaSeconds) ? summary.etaSeconds : '');
       if (Array.isArray(summary.tables)) renderTables(summary.tables);
+      renderSync(summary.sync);
     },
     reset() {
       setProgress(overall, 0, '0%');
@@ -100,6 +121,7 @@ export function createMonitorView() {
       clear(list);
       rows.clear();
       empty.hidden = false;
+      renderSync(null);
     },
   };
 }
