@@ -104,3 +104,24 @@ async def read_target(target: str, data_dir: Path, sql: str) -> list[tuple[objec
         with sqlite3.connect(data_dir / "sync.db") as c:
             return [tuple(r) for r in c.execute(sql).fetchall()]
     return await fetch(target, sql)
+
+
+async def test_a_sqlite_source_is_synced_by_its_cursor_column(store: StateStore, data_dir: Path, new_pg_db) -> None:
+    import sqlite3
+
+    target = await new_pg_db()
+    with sqlite3.connect(data_dir / "app.db") as c:
+        c.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT, price REAL, version INTEGER NOT NULL)")
+        c.executemany("INSERT INTO items VALUES (?, ?, ?, ?)", [(i, f"item {i}", i / 2, i) for i in range(1, 301)])
+    spec = {"source": "sqlite:///app.db", "target": target, "batchSize": 50,
+            "incremental": {"items": {"cursor": "version"}}, "detectDeletes": True}
+    await sync_pass(store, spec, data_dir)
+    with sqlite3.connect(data_dir / "app.db") as c:
+        c.execute("UPDATE items SET name = 'changed', version = 1000 WHERE id IN (1, 2)")
+        c.execute("INSERT INTO items VALUES (301, 'new', 0.5, 1001)")
+        c.execute("DELETE FROM items WHERE id = 300")
+    second = await sync_pass(store, spec, data_dir)
+    with sqlite3.connect(data_dir / "app.db") as c:
+        expected = [tuple(r) for r in c.execute("SELECT id, name FROM items ORDER BY id")]
+    assert await fetch(target, "SELECT id, name FROM items ORDER BY id") == expected
+    assert second.sync is not None and second.sync.history[-1]["rows"] == 3  # the 3 changed (300, at the old mark, is gone)

@@ -28,7 +28,7 @@ from service.connectors.mongo.connection import (
 )
 from service.connectors.mongo.options import MongoOptions
 from service.core.batch import Batch, NativeFormat, NativePayload, Position
-from service.core.errors import UnknownTable
+from service.core.errors import EndpointError, UnknownTable
 from service.core.schema import Column, Index, TableSchema
 from service.core.urls import EndpointUrl
 
@@ -154,22 +154,59 @@ class MongoSource:
             return frozenset()  # a parent without its child arrays is not the raw document
         return frozenset({NativeFormat.BSON})
 
+    async def cursor_max(self, table: str, column: str) -> str | None:
+        """The highest value of field `column` (as extended JSON): an incremental table's mark."""
+        try:
+            doc = await self.db[table].find_one({column: {"$exists": True}}, {column: 1}, sort=[(column, -1)])
+        except PyMongoError as exc:
+            raise endpoint_error(exc, self.url, f"reading the highest {column} of {table}") from None
+        return None if doc is None else json_util.dumps(doc.get(column), json_options=_ID_JSON)
+
+    async def count_since(self, table: str, column: str, since: object) -> int:
+        """Documents whose `column` is beyond `since` (all when None): how far a sync is behind."""
+        query = {} if since is None else {column: {"$gt": json_util.loads(str(since), json_options=_ID_JSON)}}
+        try:
+            return int(await self.db[table].count_documents(query))
+        except PyMongoError as exc:
+            raise endpoint_error(exc, self.url, f"counting {table}") from None
+
     async def read(self, schema: TableSchema, *, after: Position, start_row: int, batch_size: int,
-                   native: NativeFormat | None) -> AsyncGenerator[Batch, None]:
+                   native: NativeFormat | None, since: tuple[str, object] | None = None
+                   ) -> AsyncGenerator[Batch, None]:
+        """Documents in _id order after `after`. With `since` (field, extended-JSON value): only
+        those whose field is at least the value, in (field, _id) order — an incremental pass; the
+        positions are then [field value, _id]."""
         if schema.name not in self._fields:
             await self.describe(schema.name)
         fields = self._fields[schema.name]
         child = self._children.get(schema.name)
+        if since is not None and child:
+            raise EndpointError(f"{schema.name} is unwound from {child[0]}: sync {child[0]} incrementally instead")
         coll = self.db[child[0] if child else schema.name]
         if native is NativeFormat.BSON:
             coll = coll.with_options(codec_options=CodecOptions(document_class=RawBSONDocument))  # type: ignore[arg-type]
+        field = since[0] if since is not None and since[0] != "_id" else None
+        floor = json_util.loads(str(since[1]), json_options=_ID_JSON) if since is not None else None
         last = decode_id(after)
+        if field is not None:
+            last = None if not isinstance(after, list) or len(after) != 2 else (
+                json_util.loads(str(after[0]), json_options=_ID_JSON), json_util.loads(str(after[1]), json_options=_ID_JSON))
         seq, row, failures = 0, start_row, 0
         while True:
-            # {"$exists": true} keeps the server on the _id index in _id order from the start.
-            query = {"_id": {"$gt": last}} if last is not None else {"_id": {"$exists": True}}
+            query: dict[str, Any]
+            order = [("_id", 1)]
+            if field is not None:
+                order = [(field, 1), ("_id", 1)]
+                query = {field: {"$gte": floor}}
+                if last is not None:
+                    value, key = last
+                    query = {"$or": [{field: {"$gt": value}}, {field: value, "_id": {"$gt": key}}]}
+            elif last is not None:
+                query = {"_id": {"$gt": last}}
+            else:  # {"$exists": true} keeps the server on the _id index in _id order from the start
+                query = {"_id": {"$gte": floor}} if floor is not None else {"_id": {"$exists": True}}
             projection = {child[1]: 1} if child else None
-            cursor = coll.find(query, projection, sort=[("_id", 1)], batch_size=batch_size)
+            cursor = coll.find(query, projection, sort=order, batch_size=batch_size)
             # One batch is converted (in a thread) while the next one is fetched.
             converting: asyncio.Future[Batch] | None = None
             try:
@@ -179,13 +216,18 @@ class MongoSource:
                     if converting is not None:
                         batch = await converting
                         converting = None
-                        last = decode_id(batch.upto)
+                        if field is not None:
+                            assert isinstance(batch.upto, list)
+                            last = (json_util.loads(str(batch.upto[0]), json_options=_ID_JSON),
+                                    json_util.loads(str(batch.upto[1]), json_options=_ID_JSON))
+                        else:
+                            last = decode_id(batch.upto)
                         yield batch
                         seq, row, failures = seq + 1, row + batch.rows_read, 0
                     if not docs:
                         return
                     converting = asyncio.ensure_future(
-                        self._batch(schema, fields, seq, row, docs, native, rows if child else None))
+                        self._batch(schema, fields, seq, row, docs, native, rows if child else None, field))
             except (AutoReconnect, CursorNotFound) as exc:
                 failures += 1
                 if failures > REOPEN_ATTEMPTS:
@@ -203,9 +245,12 @@ class MongoSource:
                 await cursor.close()
 
     async def _batch(self, schema: TableSchema, fields: list[types.Field], seq: int, row: int, docs: list[Any],
-                     native: NativeFormat | None, rows: list[Any] | None = None) -> Batch:
-        """A batch of `docs` (or of the child `rows` unwound from them), up to the last doc's _id."""
+                     native: NativeFormat | None, rows: list[Any] | None = None, field: str | None = None) -> Batch:
+        """A batch of `docs` (or of the child `rows` unwound from them), up to the last doc's _id
+        (and its `field`'s value, in an incremental pass's order)."""
         upto = encode_id(docs[-1]["_id"])
+        if field is not None:
+            upto = [json_util.dumps(docs[-1].get(field), json_options=_ID_JSON), *upto]
         if native is NativeFormat.BSON:
             payload = NativePayload(NativeFormat.BSON, [d.raw for d in docs])
             return Batch(seq=seq, table=schema.name, upto=upto, first_row=row, data=payload, rows_read=len(docs))
