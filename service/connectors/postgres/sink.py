@@ -287,8 +287,9 @@ async def _restore_before(conn: asyncpg.Connection, migration_id: str, table: st
     t = pgc.qualified(table)
     cols = ", ".join(pgc.quote_ident(k) for k in key)
     picked = f"FROM {ledger.BEFORE} b WHERE b.migration_id = $1 AND b.table_name = $2"
+    picked_keys = ", ".join(f"k.{pgc.quote_ident(c)}" for c in key)
     status = await conn.execute(
-        f"DELETE FROM {t} WHERE ({cols}) IN (SELECT {cols} FROM {ledger.BEFORE} b, "
+        f"DELETE FROM {t} WHERE ({cols}) IN (SELECT {picked_keys} FROM {ledger.BEFORE} b, "
         f"jsonb_populate_record(NULL::{t}, b.key) k WHERE b.migration_id = $1 AND b.table_name = $2)",
         migration_id, table, timeout=_BUILD_TIMEOUT)
     removed = int(status.rsplit(" ", 1)[-1])
@@ -398,7 +399,7 @@ class PostgresTableWriter:
         if self.created:
             return
         key = self.schema.key
-        obj = ", ".join(f"'{k}', s.{pgc.quote_ident(k)}" for k in key)
+        obj = ", ".join(f"'{k.replace(chr(39), chr(39) * 2)}', s.{pgc.quote_ident(k)}" for k in key)
         join = " AND ".join(f"t.{pgc.quote_ident(k)} = s.{pgc.quote_ident(k)}" for k in key)
         await conn.execute(ledger.before_ddl())
         await conn.execute(
