@@ -127,7 +127,7 @@ class Migration:
         self._task: asyncio.Task[object] | None = None  # the task running run(), once it runs
         self.estimated_seconds: float | None = None  # the plan's estimate, which the summary compares
         self.sync: SyncState | None = None  # an incremental migration's passes (service.sync)
-        self._pass_rows = 0
+        self._pass_rows = self._pass_deleted = 0  # this pass's rows written and deleted
 
     # -- watchers -------------------------------------------------------------------------------
     def _emit(self, event: Event) -> None:
@@ -300,8 +300,8 @@ class Migration:
             elif o.cursor and not hasattr(source, "cursor_max"):
                 problems.append(f"incremental.{name}: a {source.kind} source cannot be read by a cursor column "
                                 "(PostgreSQL and SQLite sources can)")
-            elif o.capture and source.kind != "postgresql":
-                problems.append(f"incremental.{name}.capture: change capture needs a PostgreSQL source")
+            elif o.capture and source.kind not in ("postgresql", "mongodb"):
+                problems.append(f"incremental.{name}.capture: change capture needs a PostgreSQL or MongoDB source")
         if self.endpoints.target.kind is Kind.CSV:
             problems.append("incremental: a CSV target cannot replace rows by key; sync into PostgreSQL, SQLite or "
                             "MongoDB")
@@ -321,10 +321,15 @@ class Migration:
             for name in opts.tables:
                 await self.store.save_table(self.id, name, self.spec.target_name(name), "pending", None)
         self.sync = state
-        self._pass_rows = 0
-        if opts.captured and state.slot is None:  # before the first copy: no change is missed
+        self._pass_rows = self._pass_deleted = 0
+        # Where change capture starts, noted before the first copy reads anything: no change is missed.
+        if opts.captured and source.kind == "postgresql" and state.slot is None:
             state.slot = await create_capture_slot(self.endpoints.source, self.id, self.spec.timeout)
             await self._log("INFO", f"Change capture: replication slot {state.slot} created on the source")
+        for name in opts.captured if source.kind == "mongodb" else ():
+            table = state.tables.setdefault(name, {})
+            if "token" not in table:
+                table["token"] = await source.change_token(name)  # type: ignore[attr-defined]
         await self._save_sync()
         await self._log("INFO", f"Sync pass {state.pass_no}: " + ("every row (the first pass)" if state.pass_no == 0
                                                                 else "the rows changed since the last pass"))
@@ -373,7 +378,7 @@ class Migration:
         """After a pass: deletes (detectDeletes), the lag, the pass's history entry."""
         assert self.sync is not None
         state, opts = self.sync, self.spec.sync
-        deleted = 0
+        deleted = self._pass_deleted  # by change capture
         if state.pass_no >= 1 and opts.detect_deletes:
             by_name = {s.name: s for s in schemas}
             for name, o in opts.tables.items():
@@ -422,7 +427,7 @@ class Migration:
                 if o.cursor:
                     rows += await reader.count_since(name, o.cursor,  # type: ignore[attr-defined]
                                                      state.tables.get(name, {}).get("next"))
-            if opts.captured and state.slot:
+            if opts.captured and state.slot:  # (a MongoDB change stream cannot say how much is waiting)
                 rows += await pending_captured(self.endpoints.source, state.slot, self.spec.timeout)
         finally:
             if own:

@@ -1,11 +1,15 @@
-"""A sync pass over the tables read by PostgreSQL change capture (`incremental: {t: {capture: true}}`).
+"""A sync pass over the tables read by change capture (`incremental: {t: {capture: true}}`).
 
-One logical replication slot per migration (`migrator_<id>`) is created before the first copy,
+PostgreSQL: one logical replication slot per migration (`migrator_<id>`) is created before the first copy,
 so every change from then on is kept for the later passes. A pass peeks the slot's changes (a
 window of whole transactions), writes them — deletes, then the new versions of changed rows by
 upsert, each table's commit carrying the window's LSN as its checkpoint — and only then advances
 the slot. A crash before the advance replays the window: upserts and deletes by key give the same
 result twice, so the target ends exact either way.
+
+MongoDB (a replica set or sharded cluster): each collection's change stream, from a resume token
+noted before the first copy; the token after each applied window is saved once the target has
+committed it, with the same replay argument.
 """
 
 from __future__ import annotations
@@ -15,12 +19,15 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from service.connectors.base import KeyedWriter, Sink, Source
+import pyarrow as pa
+
+from service.connectors.base import KeyedWriter, Sink, Source, TableWriter
 from service.connectors.postgres import connection as pgc
 from service.core.batch import Batch, Checkpoint, Reject
 from service.core.errors import InvalidInput
 from service.core.schema import TableSchema
 from service.core.urls import EndpointUrl
+from service.pipeline.pipeline import Stage
 from service.pipeline.progress import TableStatus
 from service.quality.conform import ConformStage
 from service.quality.stage import QualityStage
@@ -63,56 +70,23 @@ async def pending_captured(source: EndpointUrl, slot: str, timeout: float) -> in
 
 
 async def apply_captured(run: Migration, source: Source, sink: Sink, schemas: list[TableSchema]) -> None:
-    """Apply the slot's changes to the captured tables until it is drained."""
-    assert run.sync is not None and run.sync.slot is not None
-    spec, slot, n = run.spec, run.sync.slot, run.sync.pass_no
-    conn = await pgc.connect(run.endpoints.source, spec.timeout, command_timeout=spec.timeout)
-    writers = {}
+    """Apply the changes captured since the last pass to the captured tables: the PostgreSQL
+    slot's, or each MongoDB collection's change stream's, until drained."""
+    spec = run.spec
+    writers: dict[str, tuple[TableWriter, Stage]] = {}
     try:
         for schema in schemas:
             quality = run._quality(schema)
             writer = await sink.open_table(quality.schema, spec.target_name(schema.name), run.id)
             await run._sync_writer(writer, schema)
-            stage = QualityStage(quality, ConformStage(quality.schema, writer.schema))
-            writers[schema.name] = (writer, stage)
+            writers[schema.name] = (writer, QualityStage(quality, ConformStage(quality.schema, writer.schema)))
             progress = run.tables[schema.name]
             progress.status = TableStatus.RUNNING
             await run.store.save_table(run.id, schema.name, spec.target_name(schema.name), "running", progress.total)
-        by_name = {s.name: s for s in schemas}
-        deleted = 0
-        while True:
-            changes = await capture.read_changes(conn, slot, by_name, limit=WINDOW)
-            if changes.lsn is None:
-                break
-            for name, table in changes.tables.items():
-                writer, stage = writers[name]
-                progress = run.tables[name]
-                if table.deletes.num_rows:
-                    if not isinstance(writer, KeyedWriter):
-                        raise InvalidInput(f"change capture: a {sink.kind} target cannot delete rows by key")
-                    deleted += await writer.delete_keys(table.deletes)
-                rows = table.upserts.num_rows
-                batch = Batch(seq=progress.batches, table=name, upto=[f"#{n}", changes.lsn],
-                              first_row=progress.written + progress.failed + 1, data=table.upserts, rows_read=rows,
-                              read_at=time.monotonic())
-                batch = await stage(batch)
-
-                async def turn(refused: Sequence[Reject], batch: Batch = batch,
-                               name: str = name) -> Checkpoint:
-                    p = run.tables[name]
-                    rejects = [*batch.rejects, *refused]
-                    checkpoint = Checkpoint(batch.upto, p.written + batch.rows - len(refused),
-                                            p.failed + len(rejects), p.batches + 1)
-                    await run.store.save_checkpoint(run.id, name, checkpoint, rejects, [])
-                    return checkpoint
-
-                checkpoint = await writer.write(batch, turn)
-                progress.written, progress.failed = checkpoint.rows_written, checkpoint.rows_failed
-                progress.batches = checkpoint.batches
-                run._pass_rows += batch.rows
-            await capture.advance(conn, slot, changes.lsn)
-            if changes.count < WINDOW:
-                break
+        if source.kind == "postgresql":
+            deleted = await _drain_slot(run, writers, schemas)
+        else:
+            deleted = await _drain_streams(run, source, writers, schemas)
         for name in writers:
             progress = run.tables[name]
             progress.status = TableStatus.COMPLETED
@@ -123,4 +97,75 @@ async def apply_captured(run: Migration, source: Source, sink: Sink, schemas: li
     finally:
         for writer, _ in writers.values():
             await writer.close()
+
+
+async def _drain_slot(run: Migration, writers: dict[str, tuple[TableWriter, Stage]], schemas: list[TableSchema]) -> int:
+    assert run.sync is not None and run.sync.slot is not None
+    slot, n = run.sync.slot, run.sync.pass_no
+    conn = await pgc.connect(run.endpoints.source, run.spec.timeout, command_timeout=run.spec.timeout)
+    by_name = {s.name: s for s in schemas}
+    deleted = 0
+    try:
+        while True:
+            changes = await capture.read_changes(conn, slot, by_name, limit=WINDOW)
+            if changes.lsn is None:
+                break
+            for name, table in changes.tables.items():
+                deleted += await _apply(run, *writers[name], name, table.upserts, table.deletes, [f"#{n}", changes.lsn])
+            await capture.advance(conn, slot, changes.lsn)
+            if changes.count < WINDOW:
+                break
+    finally:
         await conn.close(timeout=5)
+    return deleted
+
+
+async def _drain_streams(run: Migration, source: Source, writers: dict[str, tuple[TableWriter, Stage]],
+                         schemas: list[TableSchema]) -> int:
+    """MongoDB: each collection's change stream from the token saved after its last applied window
+    (saved once the target committed it: a crash replays the window, which by key changes nothing)."""
+    assert run.sync is not None
+    deleted = 0
+    for schema in schemas:
+        table = run.sync.tables.setdefault(schema.name, {})
+        while True:
+            upserts, deletes, token, count, rejects = await source.changes(  # type: ignore[attr-defined]
+                schema, str(table["token"]), WINDOW)
+            if count:
+                deleted += await _apply(run, *writers[schema.name], schema.name, upserts, deletes,
+                                        [f"#{run.sync.pass_no}", token], rejects)
+            table["token"] = token
+            await run._save_sync()
+            if count < WINDOW:
+                break
+    return deleted
+
+
+async def _apply(run: Migration, writer: TableWriter, stage: Stage, name: str, upserts: pa.RecordBatch,
+                 deletes: pa.RecordBatch, position: list[str | int | float | None],
+                 rejects: Sequence[Reject] = ()) -> int:
+    """One window of one table: the deletes, then the upserts with the window's position as the
+    table's checkpoint (the rows that do not pass the rules or fit the target are rejects)."""
+    deleted = 0
+    if deletes.num_rows:
+        if not isinstance(writer, KeyedWriter):
+            raise InvalidInput(f"change capture: a {run.endpoints.target.kind} target cannot delete rows by key")
+        deleted = await writer.delete_keys(deletes)
+        run._pass_deleted += deleted
+    progress = run.tables[name]
+    batch = Batch(seq=progress.batches, table=name, upto=position, first_row=progress.done + 1, data=upserts,
+                  rows_read=upserts.num_rows + len(rejects), rejects=list(rejects), read_at=time.monotonic())
+    batch = await stage(batch)
+
+    async def turn(refused: Sequence[Reject]) -> Checkpoint:
+        failed = [*batch.rejects, *refused]
+        checkpoint = Checkpoint(position, progress.written + batch.rows - len(refused), progress.failed + len(failed),
+                                progress.batches + 1)
+        await run.store.save_checkpoint(run.id, name, checkpoint, failed, [])
+        return checkpoint
+
+    checkpoint = await writer.write(batch, turn)
+    progress.written, progress.failed, progress.batches = (checkpoint.rows_written, checkpoint.rows_failed,
+                                                           checkpoint.batches)
+    run._pass_rows += batch.rows
+    return deleted

@@ -63,3 +63,26 @@ async def test_a_postgresql_source_synced_into_mongodb_replaces_documents_by_id(
         await client.close()
     assert len(docs) == 101
     assert docs[9] == {"_id": 10, "name": "renamed"} and docs[100] == {"_id": 101, "name": "new"}
+
+
+async def test_a_mongodb_collection_followed_by_its_change_stream(  # (the stand-in has basic change streams)
+    store: StateStore, data_dir: Path, mongo_url: str, new_pg_db
+) -> None:
+    target = await new_pg_db()
+    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(mongo_url)
+    try:
+        orders = client.get_default_database().orders
+        await orders.insert_many([{"_id": i, "status": "new", "total": i * 2} for i in range(1, 101)])
+        spec = {"source": mongo_url, "target": target, "incremental": {"orders": {"capture": True}}}
+        await sync_pass(store, spec, data_dir)
+        await orders.update_one({"_id": 5}, {"$set": {"status": "paid"}})
+        await orders.insert_one({"_id": 101, "status": "new", "total": 202})
+        await orders.delete_many({"_id": {"$in": [7, 8]}})
+        await orders.replace_one({"_id": 9}, {"status": "replaced", "total": 0})
+        second = await sync_pass(store, spec, data_dir)
+        expected = sorted([(d["_id"], d["status"], d["total"]) async for d in orders.find({})])
+    finally:
+        await client.close()
+    assert await fetch(target, "SELECT _id, status, total FROM orders ORDER BY _id") == expected
+    assert second.sync is not None and second.sync.history[-1]["deleted"] == 2
+

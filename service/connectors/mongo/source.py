@@ -27,7 +27,7 @@ from service.connectors.mongo.connection import (
     reraise_swallowed_cancel,
 )
 from service.connectors.mongo.options import MongoOptions
-from service.core.batch import Batch, NativeFormat, NativePayload, Position
+from service.core.batch import Batch, NativeFormat, NativePayload, Position, Reject
 from service.core.errors import EndpointError, UnknownTable
 from service.core.schema import Column, Index, TableSchema
 from service.core.urls import EndpointUrl
@@ -259,6 +259,60 @@ class MongoSource:
         data, rejects = await asyncio.to_thread(types.to_arrow, records, fields, schema.name, row, elsewhere)
         return Batch(seq=seq, table=schema.name, upto=upto, first_row=row, data=data, rows_read=len(records),
                      rejects=rejects)
+
+    async def change_token(self, table: str) -> str:
+        """A change stream's position now, as extended JSON: a sync's changes of `table` start there
+        (noted before the first copy). Needs a replica set or sharded cluster."""
+        try:
+            async with await self.db[table].watch(max_await_time_ms=100) as stream:
+                await stream.try_next()
+                token = stream.resume_token
+        except PyMongoError as exc:
+            raise endpoint_error(exc, self.url, f"opening a change stream on {table} (change capture needs a replica "
+                                                "set or a sharded cluster)") from None
+        if token is None:  # a server that answers $changeStream without a position cannot resume one
+            raise EndpointError(f"MongoDB at {self.where} gave no change stream position for {table}: change "
+                                "capture needs a replica set or a sharded cluster (use a cursor field instead)")
+        return json_util.dumps(token, json_options=_ID_JSON)
+
+    async def changes(self, schema: TableSchema, token: str, limit: int
+                      ) -> tuple[pa.RecordBatch, pa.RecordBatch, str, int, list[Reject]]:
+        """The changes of `schema`'s collection after `token`, as many as are there now (up to
+        `limit`), collapsed per _id in order — the last version of each inserted, replaced or
+        updated document (looked up whole), and the _ids deleted — with the token after them, the
+        number of changes and the rejects of documents that do not fit the columns."""
+        if schema.name not in self._fields:
+            await self.describe(schema.name)
+        fields = self._fields[schema.name]
+        latest: dict[str, Any] = {}  # _id (as extended JSON) → the document, or None when deleted
+        count, resume = 0, json_util.loads(token, json_options=_ID_JSON)
+        try:
+            async with await self.db[schema.name].watch(resume_after=resume, full_document="updateLookup",
+                                                        max_await_time_ms=200) as stream:
+                while count < limit:
+                    change = await stream.try_next()
+                    if change is None:
+                        break
+                    count += 1
+                    op = change.get("operationType")
+                    if op in ("drop", "rename", "dropDatabase", "invalidate"):
+                        raise EndpointError(f"MongoDB collection {schema.name} was {op}ped during the sync: change "
+                                            "capture cannot follow it; copy the collection again")
+                    if op not in ("insert", "update", "replace", "delete"):
+                        continue
+                    full = change.get("fullDocument")
+                    # The document's own _id where there is one (it keeps its BSON type everywhere).
+                    key = full["_id"] if isinstance(full, dict) and "_id" in full else change["documentKey"]["_id"]
+                    latest[json_util.dumps(key, json_options=_ID_JSON)] = (key, full if op != "delete" else None)
+                token = json_util.dumps(stream.resume_token, json_options=_ID_JSON)
+        except PyMongoError as exc:
+            raise endpoint_error(exc, self.url, f"reading the change stream of {schema.name}") from None
+        docs = [doc for _, doc in latest.values() if doc is not None]
+        gone = [{"_id": key} for key, doc in latest.values() if doc is None]
+        upserts, rejects = await asyncio.to_thread(types.to_arrow, docs, fields, schema.name, 1)
+        id_field = [f for f in fields if f.column.name == "_id"]
+        deletes, _ = await asyncio.to_thread(types.to_arrow, gone, id_field, schema.name, 1)
+        return upserts, deletes, token, count, rejects
 
     async def close(self) -> None:
         await self.client.close()
