@@ -1,5 +1,5 @@
-"""Watermark sync with MongoDB on either side: a date field (or _id) as the cursor of a MongoDB
-source, and upserts by _id into a MongoDB target."""
+"""Sync with MongoDB on either side: a date field (or _id) as the cursor of a MongoDB source, upserts
+by _id into a MongoDB target, and a collection followed by its change stream."""
 
 from __future__ import annotations
 
