@@ -24,6 +24,7 @@ from service.core.types import spec_type_name
 from service.core.urls import EndpointUrl
 from service.plan.order import load_order
 from service.quality.stage import TableQuality
+from service.sync.options import SyncOptions, table_problems
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,12 @@ async def make_plan(spec: PlanOptions, source_url: EndpointUrl, target_url: Endp
         if not names:
             raise InvalidInput(f"the source {source_url.masked} has no tables")
         schemas = [await source.describe(name) for name in names]  # UnknownTable names a missing table
+        sync = getattr(spec, "sync", None)
+        if isinstance(sync, SyncOptions) and sync.enabled:
+            problems = table_problems(sync, schemas, source_kind=source.kind,
+                                      cursor_reads=hasattr(source, "cursor_max"), target_kind=target_url.kind.value)
+            if problems:
+                raise InvalidInput("; ".join(problems), details={"field": "incremental"})
         counts = {s.name: await _count(source, s.name) for s in schemas}
         existing = await _target_tables(target_url, spec)
         order = load_order(schemas)

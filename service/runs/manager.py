@@ -27,7 +27,7 @@ from service.core.urls import EndpointUrl, lost_password, parse_url, storable
 from service.pipeline.progress import TableProgress
 from service.plan.planner import make_plan
 from service.runs.dryrun import dry_run
-from service.runs.events import Event, Listener, LogWritten, PlanMade, ReportMade, StatusChanged, notify
+from service.runs.events import Event, Listener, LogWritten, PlanMade, ReportMade, StatusChanged, SyncPassed, notify
 from service.runs.migration import Endpoints, Migration, new_id
 from service.runs.rollback import roll_back
 from service.runs.spec import MigrationSpec
@@ -211,6 +211,10 @@ class RunManager:
                 raise InvalidInput(f"migration {record.id} is not incremental: its plan has no incremental tables "
                                    "(incremental: {table: {cursor: column} | {capture: true}})",
                                    details={"field": "incremental"})
+            state = SyncState.from_dict(await self.store.sync_state(record.id))
+            if state is not None and state.cut_over:
+                raise WrongState(f"migration {record.id} was cut over at {state.ended_at}: the target has taken over; "
+                                 "initialize a new migration to sync again")
             entry.stopping = asyncio.Event()
             return await self._launch(record, entry, every=every, syncing=True)
 
@@ -248,8 +252,9 @@ class RunManager:
             dropped = sync.slot
             await drop_capture_slot(self._endpoint("sourceDB", spec.source), sync.slot, spec.timeout)
             sync.slot = None
-        sync.cut_over = True
+        sync.cut_over, sync.every = True, None
         await self.store.save_sync(record.id, sync.to_dict())
+        self._emit(SyncPassed(record.id, sync.public()))
         return {"migrationId": record.id, "status": record.status, "lagRows": sync.lag_rows,
                 "lagSeconds": sync.lag_seconds, "pass": sync.pass_no, "ok": bool(report["ok"]) and sync.lag_rows == 0,
                 "slotDropped": dropped, "report": report}

@@ -55,7 +55,7 @@ from service.store.base import LogEntry, MigrationRecord, StateStore
 from service.store.rows import now, seconds_since
 from service.sync.capture_pass import apply_captured, create_capture_slot, pending_captured
 from service.sync.deletes import gone_keys
-from service.sync.options import SyncTable
+from service.sync.options import SyncTable, table_problems
 from service.sync.state import SyncState
 
 log = logging.getLogger(__name__)
@@ -287,27 +287,8 @@ class Migration:
         the first time, the next pass when `new_pass` and the last one ended, else the pass under
         way (a resume). A new pass makes the incremental tables pending again."""
         opts = self.spec.sync
-        by_name = {s.name: s for s in schemas}
-        problems = []
-        for name, o in opts.tables.items():
-            schema = by_name.get(name)
-            if schema is None:
-                problems.append(f"incremental.{name}: the source has no table {name!r} among those migrated")
-            elif not schema.key:
-                problems.append(f"incremental.{name}: the table has no primary key, and a sync replaces rows by key")
-            elif o.cursor and o.cursor not in schema.column_names:
-                problems.append(f"incremental.{name}.cursor: the table has no column {o.cursor!r}")
-            elif o.cursor and not hasattr(source, "cursor_max"):
-                problems.append(f"incremental.{name}: a {source.kind} source cannot be read by a cursor column "
-                                "(PostgreSQL and SQLite sources can)")
-            elif o.capture and source.kind not in ("postgresql", "mongodb"):
-                problems.append(f"incremental.{name}.capture: change capture needs a PostgreSQL or MongoDB source")
-        if self.endpoints.target.kind is Kind.CSV:
-            problems.append("incremental: a CSV target cannot replace rows by key; sync into PostgreSQL, SQLite or "
-                            "MongoDB")
-        if opts.detect_deletes and self.endpoints.target.kind is Kind.MONGO:
-            problems.append("detectDeletes: deleting from a MongoDB target is not supported; use PostgreSQL or "
-                            "SQLite")
+        problems = table_problems(opts, schemas, source_kind=source.kind, cursor_reads=hasattr(source, "cursor_max"),
+                                  target_kind=self.endpoints.target.kind.value)
         if problems:
             raise InvalidInput("; ".join(problems))
         state = SyncState.from_dict(await self.store.sync_state(self.id))
@@ -398,9 +379,15 @@ class Migration:
         writer = await sink.open_table(self._quality(schema).schema, target, self.id)
         reader = open_source(self.endpoints.target, timeout=self.spec.timeout, csv=self.spec.csv, mongo=self.spec.mongo)
         deleted = 0
+        theirs = None
+        if self.endpoints.target.kind is Kind.MONGO:  # a one-column key is the documents' _id
+            if len(schema.key) != 1:
+                raise InvalidInput(f"detectDeletes: {schema.name}'s key ({', '.join(schema.key)}) is an _id "
+                                   "sub-document in MongoDB; deletes are detected by one-column keys there")
+            theirs = ["_id"]
         try:
             await self._sync_writer(writer, schema)
-            async for keys in gone_keys(source, schema, reader, target):
+            async for keys in gone_keys(source, schema, reader, target, theirs):
                 if not isinstance(writer, KeyedWriter):
                     raise InvalidInput(f"detectDeletes: a {sink.kind} target cannot delete rows by key")
                 deleted += await writer.delete_keys(keys)

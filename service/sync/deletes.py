@@ -35,13 +35,15 @@ def _hashes(data: pa.RecordBatch, key: list[str], types: list[pa.DataType]) -> n
     return hashes
 
 
-async def gone_keys(source: Source, schema: TableSchema, target: Source, target_table: str
-                    ) -> AsyncIterator[pa.RecordBatch]:
-    """Batches of the keys (key columns of `target_table`) that the target holds and the source
-    no longer has."""
+async def gone_keys(source: Source, schema: TableSchema, target: Source, target_table: str,
+                    target_key: list[str] | None = None) -> AsyncIterator[pa.RecordBatch]:
+    """Batches of the keys (named as the source's key columns) that the target holds and the
+    source no longer has. `target_key`: the target's names of those columns (default the same;
+    a MongoDB target holds a one-column key as `_id`)."""
     key = list(schema.key)
     if not key:
         raise InvalidInput(f"detectDeletes: {schema.name} has no primary key to compare by")
+    theirs = target_key or key
     types = [schema.column(k).type for k in key]
     parts: list[np.ndarray] = []
     async for batch in source.read(_key_only(schema, key), after=None, start_row=1, batch_size=KEY_BATCH,
@@ -50,13 +52,13 @@ async def gone_keys(source: Source, schema: TableSchema, target: Source, target_
         parts.append(await asyncio.to_thread(_hashes, batch.data, key, types))
     have = np.sort(np.concatenate(parts)) if parts else np.empty(0, np.uint64)
     target_schema = await target.describe(target_table)
-    missing = [k for k in key if k not in target_schema.column_names]
+    missing = [k for k in theirs if k not in target_schema.column_names]
     if missing:
         raise InvalidInput(f"detectDeletes: target table {target_table} has no key column(s) {', '.join(missing)}")
-    async for batch in target.read(_key_only(target_schema, key), after=None, start_row=1, batch_size=KEY_BATCH,
+    async for batch in target.read(_key_only(target_schema, theirs), after=None, start_row=1, batch_size=KEY_BATCH,
                                    native=None):
         assert isinstance(batch.data, pa.RecordBatch)
-        data = batch.data
+        data = batch.data.select(theirs).rename_columns(key)
         hashes = await asyncio.to_thread(_hashes, data, key, types)
         if have.size:
             at = np.minimum(np.searchsorted(have, hashes), have.size - 1)

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from service.core.errors import InvalidSpec
+from service.core.schema import TableSchema
 
 
 @dataclass(frozen=True)
@@ -70,3 +71,28 @@ class SyncOptions:
         if problems:
             raise InvalidSpec(problems)
         return cls(tables, detect, soft)
+
+
+def table_problems(opts: SyncOptions, schemas: list[TableSchema], *, source_kind: str, cursor_reads: bool,
+                   target_kind: str) -> list[str]:
+    """What the source's tables, the source and the target do not allow of `opts` (checked by the
+    plan and by every pass, before any row is written)."""
+    by_name = {s.name: s for s in schemas}
+    problems = []
+    for name, o in opts.tables.items():
+        schema = by_name.get(name)
+        if schema is None:
+            problems.append(f"incremental.{name}: the source has no table {name!r} among those migrated")
+        elif not schema.key:
+            problems.append(f"incremental.{name}: the table has no primary key, and a sync replaces rows by key")
+        elif o.cursor and o.cursor not in schema.column_names:
+            problems.append(f"incremental.{name}.cursor: the table has no column {o.cursor!r}")
+        elif o.cursor and not cursor_reads:
+            problems.append(f"incremental.{name}: a {source_kind} source cannot be read by a cursor column "
+                            "(PostgreSQL, SQLite and MongoDB sources can)")
+        elif o.capture and source_kind not in ("postgresql", "mongodb"):
+            problems.append(f"incremental.{name}.capture: change capture needs a PostgreSQL or MongoDB source")
+    if opts.enabled and target_kind == "csv":
+        problems.append("incremental: a CSV target cannot replace rows by key; sync into PostgreSQL, SQLite or "
+                        "MongoDB")
+    return problems

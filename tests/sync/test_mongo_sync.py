@@ -8,6 +8,8 @@ from pathlib import Path
 
 from pymongo import AsyncMongoClient
 
+from service.runs.migration import resolve
+from service.runs.rollback import roll_back
 from service.store.base import StateStore
 from tests.support.pg import execute, fetch
 from tests.sync.support import sync_pass
@@ -86,3 +88,32 @@ async def test_a_mongodb_collection_followed_by_its_change_stream(  # (the stand
     assert await fetch(target, "SELECT _id, status, total FROM orders ORDER BY _id") == expected
     assert second.sync is not None and second.sync.history[-1]["deleted"] == 2
 
+
+
+async def test_deletes_reach_a_mongodb_target_and_a_rollback_restores_the_documents_it_had(
+    store: StateStore, data_dir: Path, mongo_url: str, new_pg_db
+) -> None:
+    source = await new_pg_db()
+    await execute(source, "CREATE TABLE people (id int PRIMARY KEY, name text, seen bigint NOT NULL)",
+                  "INSERT INTO people SELECT i, 'p' || i, i FROM generate_series(1, 20) i")
+    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(mongo_url)
+    people = client.get_default_database().people
+    try:
+        await people.insert_many([{"_id": 3, "name": "the target's own 3", "seen": 0},
+                                  {"_id": 99, "name": "only in the target", "seen": 0}])
+        before = sorted(await people.find({}).to_list(), key=lambda d: d["_id"])
+        spec = {"source": source, "target": mongo_url, "incremental": {"people": {"cursor": "seen"}},
+                "detectDeletes": {"softDelete": "gone"}}
+        await sync_pass(store, spec, data_dir)
+        await execute(source, "DELETE FROM people WHERE id IN (4, 5)")
+        last = await sync_pass(store, spec, data_dir)
+        flagged = sorted([d["_id"] async for d in people.find({"gone": True})])
+        assert flagged == [4, 5, 99] and await people.count_documents({"gone": False}) == 18
+
+        record = await store.get_migration(last.id)
+        assert record is not None
+        endpoints = resolve(last.spec, data_dir)
+        await roll_back(store, record, last.spec, endpoints.target, source=endpoints.source)
+        assert sorted(await people.find({}).to_list(), key=lambda d: d["_id"]) == before
+    finally:
+        await client.close()

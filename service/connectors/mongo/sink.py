@@ -180,6 +180,33 @@ class MongoTableWriter:
     def native_formats(self, source: TableSchema) -> frozenset[NativeFormat]:
         return frozenset({NativeFormat.BSON}) if source.native_kind == "mongodb" else frozenset()
 
+    # Incremental sync: writes already replace by key (the sink's mode is upsert then); with
+    # `soft_delete` deletes set that field true and writes set it false.
+    upsert = False
+    soft_delete: str | None = None
+
+    async def add_soft_delete_column(self) -> None:
+        return None  # documents take the field when it is first set
+
+    async def delete_keys(self, keys: pa.RecordBatch) -> int:
+        """Delete the documents with these keys (key columns, as the rows' `_id`) — or set their
+        `soft_delete` field true; their versions from before the run are kept for a rollback."""
+        if not keys.num_rows or self.embed is not None:
+            return 0
+        docs, _, _ = self._documents(Batch(seq=0, table=self.schema.name, upto=None, first_row=1, data=keys,
+                                           rows_read=keys.num_rows))
+        ids = [d["_id"] for d in docs]
+        try:
+            if not self.created:
+                await self._keep_before([{"_id": i} for i in ids] if self._match == ("_id",) else docs)
+            if self.soft_delete:
+                # (already flagged documents are matched, not modified: modified_count leaves them out)
+                result = await self._coll.update_many({"_id": {"$in": ids}}, {"$set": {self.soft_delete: True}})
+                return int(result.modified_count)
+            return int((await self._coll.delete_many({"_id": {"$in": ids}})).deleted_count)
+        except PyMongoError as exc:
+            raise endpoint_error(exc, self.sink.url, f"deleting from {self._target}") from None
+
     async def reconcile(self, stored: Checkpoint | None) -> Checkpoint | None:
         entry = await self._ledger.find_one({"_id": self._lid}) or {}
         self._replay_until = int(entry.get("pending_row") or 0)
@@ -283,8 +310,11 @@ class MongoTableWriter:
         plain = dict(doc) if isinstance(doc, RawBSONDocument) else doc
         match = {k: plain.get(k) for k in self._match}
         if self.sink.mode == "replace":
-            return ReplaceOne(match, plain, upsert=True)
-        return UpdateOne(match, {"$set": {k: v for k, v in plain.items() if k != "_id"},
+            return ReplaceOne(match, {**plain, self.soft_delete: False} if self.soft_delete else plain, upsert=True)
+        fields = {k: v for k, v in plain.items() if k != "_id"}
+        if self.soft_delete:
+            fields[self.soft_delete] = False
+        return UpdateOne(match, {"$set": fields,
                                  **({"$setOnInsert": {"_id": plain["_id"]}} if self._match != ("_id",) else {})},
                          upsert=True)
 
