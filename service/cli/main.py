@@ -18,8 +18,9 @@ import re
 import signal
 import sys
 import time
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from rich.console import Console
@@ -32,6 +33,9 @@ from service.quality.rejects import rows_csv
 from service.runs.migration import Endpoints, Migration, create_or_resume, resolve
 from service.runs.spec import MigrationSpec
 from service.store import StateStore, open_state_store
+
+if TYPE_CHECKING:
+    from service.cli.progress import ProgressView
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -239,24 +243,32 @@ async def _run(args: argparse.Namespace, settings: Settings, console: Console) -
         console.print(f"{'Resuming' if resumed else 'Starting'} migration {record.id}: "
                       f"{endpoints.source.masked} → {endpoints.target.masked}", soft_wrap=True)
         started = time.monotonic()
-        task = asyncio.current_task()
-        loop = asyncio.get_running_loop()
-        if task is not None:
-            loop.add_signal_handler(signal.SIGTERM, task.cancel)
         try:
-            if args.quiet:
-                await migration.run()
-            else:
-                with view.progress:
-                    await migration.run()
+            await _watched(migration.run(), view, quiet=args.quiet)
         finally:
-            loop.remove_signal_handler(signal.SIGTERM)
             console.print(summary_table(migration, time.monotonic() - started))
             if args.rejects is not None:
                 await _write_rejects(store, record.id, args.rejects, console)
         return 0
     finally:
         await store.close()
+
+
+async def _watched(work: Coroutine[Any, Any, None], view: ProgressView, *, quiet: bool) -> None:
+    """Run `work` (a migration's run or sync), with progress bars unless `quiet`; SIGTERM stops it
+    as Ctrl-C does."""
+    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    if task is not None:
+        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        if quiet:
+            await work
+        else:
+            with view.progress:
+                await work
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
 
 
 async def _sync(args: argparse.Namespace, settings: Settings, console: Console) -> int:
@@ -277,18 +289,9 @@ async def _sync(args: argparse.Namespace, settings: Settings, console: Console) 
                       f"{endpoints.target.masked}" + (f", a pass every {args.every:g} s (Ctrl-C stops)"
                                                       if args.every else ""), soft_wrap=True)
         started = time.monotonic()
-        task = asyncio.current_task()
-        loop = asyncio.get_running_loop()
-        if task is not None:
-            loop.add_signal_handler(signal.SIGTERM, task.cancel)
         try:
-            if args.quiet:
-                await migration.keep_in_sync(args.every)
-            else:
-                with view.progress:
-                    await migration.keep_in_sync(args.every)
+            await _watched(migration.keep_in_sync(args.every), view, quiet=args.quiet)
         finally:
-            loop.remove_signal_handler(signal.SIGTERM)
             console.print(summary_table(migration, time.monotonic() - started))
         return 0
     finally:

@@ -104,7 +104,14 @@ class KeyedWriter(Protocol):
         """Delete (or flag) the rows with these keys (key columns only); returns how many changed."""
         ...
 
-    async def add_soft_delete_column(self) -> None: ...
+    async def prepare_sync(self) -> None:
+        """Before a sync writes: the `soft_delete` column when missing, and whatever the target
+        keeps for a rollback (made once, not by concurrent batches)."""
+        ...
+
+    async def flush(self) -> None:
+        """Make every commit so far durable (before a change-capture slot moves past them)."""
+        ...
 
 
 class Sink(Protocol):

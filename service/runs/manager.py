@@ -57,6 +57,7 @@ class _Entry:
     run: Migration | None = None
     task: asyncio.Task[None] | None = None
     stopping: asyncio.Event | None = None  # a continuous sync's cutover request
+    every: float | None = None  # a continuous sync's seconds between passes
 
 
 class RunManager:
@@ -215,7 +216,7 @@ class RunManager:
             if state is not None and state.cut_over:
                 raise WrongState(f"migration {record.id} was cut over at {state.ended_at}: the target has taken over; "
                                  "initialize a new migration to sync again")
-            entry.stopping = asyncio.Event()
+            entry.stopping, entry.every = asyncio.Event(), every
             return await self._launch(record, entry, every=every, syncing=True)
 
     async def cutover(self, migration_id: str | None, urls: Mapping[str, str] | None = None) -> dict[str, object]:
@@ -226,19 +227,20 @@ class RunManager:
         async with self._control:
             entry = self._entries.get(record.id)
             running = entry is not None and entry.task is not None and not entry.task.done()
+        last_pass_done = False
         if running:
             assert entry is not None and entry.task is not None and entry.run is not None
             if entry.stopping is None:
                 raise WrongState(f"migration {record.id} is {record.status}: wait for it to end, then cut over")
             await entry.run.resume()  # a paused sync would never reach its last pass
             entry.stopping.set()
+            last_pass_done = entry.every is not None  # a continuous sync's last pass starts after the request
             await asyncio.wait({entry.task})
-        else:
-            run = await self.sync(record.id, None, urls)
+        if not last_pass_done:  # (a one-shot pass under way may have begun before the source's writes stopped)
+            await self.sync(record.id, None, urls)
             entry = self._entries[record.id]
             assert entry.task is not None
             await asyncio.wait({entry.task})
-            del run
         record = await self.record(record.id)
         if record.status != "completed":
             raise WrongState(f"migration {record.id} is {record.status} after its last sync pass ({record.error}); "
@@ -246,6 +248,11 @@ class RunManager:
         assert entry is not None and entry.run is not None and entry.run.sync is not None
         sync = entry.run.sync
         report = await self.verify(record.id, deep=True, urls=urls)
+        if sync.lag_rows:  # the source changed during the last pass: not cut over, the slot is kept
+            return {"migrationId": record.id, "status": record.status, "lagRows": sync.lag_rows,
+                    "lagSeconds": sync.lag_seconds, "pass": sync.pass_no, "ok": False, "slotDropped": None,
+                    "report": report, "message": f"the source changed during the last pass ({sync.lag_rows} row(s) "
+                                                 "behind): stop writing to the source, then cut over again"}
         dropped = None
         if sync.slot:
             spec = entry.spec or self._stored_spec(record, entry)

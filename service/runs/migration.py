@@ -128,6 +128,7 @@ class Migration:
         self.estimated_seconds: float | None = None  # the plan's estimate, which the summary compares
         self.sync: SyncState | None = None  # an incremental migration's passes (service.sync)
         self._pass_rows = self._pass_deleted = 0  # this pass's rows written and deleted
+        self._pass_base: dict[str, tuple[int, int]] = {}  # per table: (failed, done) before this pass
 
     # -- watchers -------------------------------------------------------------------------------
     def _emit(self, event: Event) -> None:
@@ -244,8 +245,9 @@ class Migration:
                     if name in done:
                         await self._restore_progress(name)
                 await self._run_level(source, sink, [by_name[n] for n in level if n not in done | captured])
-            if captured - done:
-                await apply_captured(self, source, sink, [by_name[n] for n in sorted(captured - done)])
+            if captured - done:  # every captured table (their changes share one slot), parents first
+                await apply_captured(self, source, sink, [by_name[n] for level in levels for n in level
+                                                          if n in captured])
             await self._add_foreign_keys(sink, schemas)
             if self.sync is not None:
                 await self._sync_end(source, sink, schemas)
@@ -303,6 +305,7 @@ class Migration:
                 await self.store.save_table(self.id, name, self.spec.target_name(name), "pending", None)
         self.sync = state
         self._pass_rows = self._pass_deleted = 0
+        self._pass_base = {}
         # Where change capture starts, noted before the first copy reads anything: no change is missed.
         if opts.captured and source.kind == "postgresql" and state.slot is None:
             state.slot = await create_capture_slot(self.endpoints.source, self.id, self.spec.timeout)
@@ -330,8 +333,7 @@ class Migration:
         if isinstance(writer, KeyedWriter):
             writer.upsert = True
             writer.soft_delete = self.spec.sync.soft_delete
-            if writer.soft_delete:
-                await writer.add_soft_delete_column()
+            await writer.prepare_sync()
         return opts
 
     async def _sync_read(self, source: Source, schema: TableSchema, start: Checkpoint | None
@@ -355,6 +357,11 @@ class Migration:
         since = (opts.cursor, table["since"]) if opts.cursor and table.get("since") is not None else None
         return after, since, marker
 
+    def note_pass_start(self, table: str) -> None:
+        """The table's counts before this sync pass (maxErrors applies to each pass's own rows)."""
+        progress = self.tables[table]
+        self._pass_base.setdefault(table, (progress.failed, progress.done))
+
     async def _sync_end(self, source: Source, sink: Sink, schemas: list[TableSchema]) -> None:
         """After a pass: deletes (detectDeletes), the lag, the pass's history entry."""
         assert self.sync is not None
@@ -362,8 +369,9 @@ class Migration:
         deleted = self._pass_deleted  # by change capture
         if state.pass_no >= 1 and opts.detect_deletes:
             by_name = {s.name: s for s in schemas}
-            for name, o in opts.tables.items():
-                if o.cursor:
+            children_first = [n for level in reversed(load_order(schemas).levels) for n in level]
+            for name in children_first:  # the target's foreign keys hold throughout
+                if (o := opts.tables.get(name)) is not None and o.cursor:
                     deleted += await self._detect_deletes(source, sink, by_name[name])
         state.running, state.ended_at = False, now()
         await self.measure_lag(source)
@@ -376,15 +384,10 @@ class Migration:
 
     async def _detect_deletes(self, source: Source, sink: Sink, schema: TableSchema) -> int:
         target = self.spec.target_name(schema.name)
+        theirs = ["_id"] if self.endpoints.target.kind is Kind.MONGO else None  # a one-column key is the _id
         writer = await sink.open_table(self._quality(schema).schema, target, self.id)
         reader = open_source(self.endpoints.target, timeout=self.spec.timeout, csv=self.spec.csv, mongo=self.spec.mongo)
         deleted = 0
-        theirs = None
-        if self.endpoints.target.kind is Kind.MONGO:  # a one-column key is the documents' _id
-            if len(schema.key) != 1:
-                raise InvalidInput(f"detectDeletes: {schema.name}'s key ({', '.join(schema.key)}) is an _id "
-                                   "sub-document in MongoDB; deletes are detected by one-column keys there")
-            theirs = ["_id"]
         try:
             await self._sync_writer(writer, schema)
             async for keys in gone_keys(source, schema, reader, target, theirs):
@@ -441,6 +444,16 @@ class Migration:
         await self.run(sync=True)
 
     async def _sync_loop(self, every: float, stopping: asyncio.Event) -> None:
+        try:
+            await self._passes(every, stopping)
+        except Exception as exc:
+            if self.status in ("executing", "pausing", "paused"):  # failed between passes, not in one
+                reason = self._reason(first_cause(exc))
+                await self._log("ERROR", f"Sync stopped: {reason}", error=reason)
+                await self._finish_status("failed", reason)
+            raise
+
+    async def _passes(self, every: float, stopping: asyncio.Event) -> None:
         while not stopping.is_set():
             await self.run(sync=True, final=False)
             assert self.sync is not None
@@ -452,7 +465,13 @@ class Migration:
                     await asyncio.wait_for(stopping.wait(), min(5.0, max(0.0, deadline - time.monotonic())))
                 if not stopping.is_set():
                     await self.gate.passage()  # paused: no pass, no lag queries
-                    await self.measure_lag()
+                    try:
+                        await self.measure_lag()
+                    except Exception as exc:  # a blip: the next pass (retried as any run) will tell
+                        if not is_transient(first_cause(exc)):
+                            raise
+                        await self._log("WARNING", f"Sync: the lag could not be measured: {self._reason(exc)}")
+                        continue
                     self._emit(SyncPassed(self.id, self.sync.public()))
 
     async def _verify(self, *, deep: bool) -> None:
@@ -563,9 +582,10 @@ class Migration:
                 log.warning("closing a connection failed", exc_info=True)
 
     def _check_reject_limit(self) -> None:
-        """Stop a run gone wrong: more rejects than `maxErrors` (rows, or percent of rows read)."""
-        failed = sum(p.failed for p in self.tables.values())
-        done = sum(p.done for p in self.tables.values())
+        """Stop a run gone wrong: more rejects than `maxErrors` (rows, or percent of rows read) — in
+        a sync, of this pass's rows."""
+        failed = sum(p.failed - self._pass_base.get(p.table, (0, 0))[0] for p in self.tables.values())
+        done = sum(p.done - self._pass_base.get(p.table, (0, 0))[1] for p in self.tables.values())
         spec = self.spec
         if spec.max_errors is not None and failed > spec.max_errors:
             limit = f"maxErrors {spec.max_errors}"
@@ -621,6 +641,8 @@ class Migration:
                                            "checkpoint; starting the table over", table=schema.name)
             progress.written = start.rows_written if start else 0
             progress.failed = start.rows_failed if start else 0
+            if marker:
+                self.note_pass_start(schema.name)
             if since is not None:  # this pass's rows, for the progress bar
                 progress.total = progress.written + progress.failed + await source.count_since(  # type: ignore[attr-defined]
                     schema.name, since[0], since[1])

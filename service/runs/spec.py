@@ -173,6 +173,7 @@ class MigrationSpec:
             problems.extend(exc.problems)
         if sync.enabled and isinstance(tables, list):
             problems += [f"incremental.{t}: not among the spec's tables" for t in sync.tables if t not in tables]
+        problems += _sync_conflicts(sync, d)
         max_errors, max_percent = _max_errors(d.get("maxErrors"), problems)
         retry = _retry(d.get("retryFailed", True), problems)
         sample = integer("sample", 1000, 1, 1_000_000) if "sample" in d else 0
@@ -207,6 +208,31 @@ class MigrationSpec:
         if problems:
             raise InvalidSpec(problems)
         return spec
+
+
+def _sync_conflicts(sync: SyncOptions, d: Mapping[str, object]) -> list[str]:
+    """Steps a sync cannot combine with: duplicate detection and `unique` rules remember what they
+    saw, and an update of a row is a second sight of its key; deletes compare the source's keys
+    with the target's, which a transform may have changed."""
+    problems = []
+    def section(key: str) -> Mapping[str, object]:
+        value = d.get(key)
+        return value if isinstance(value, Mapping) else {}
+
+    dedupe, rules, transforms = section("dedupe"), section("rules"), section("transforms")
+    for table, opts in sync.tables.items():
+        if table in dedupe:
+            problems.append(f"dedupe.{table}: an incremental table is written by key (an updated row replaces "
+                            "its old version); drop the dedupe")
+        columns = rules.get(table)
+        if isinstance(columns, Mapping):
+            problems += [f"rules.{table}.{c}.unique: an incremental table's rows come back when they change; "
+                         "rely on the target's unique index instead" for c, r in columns.items()
+                         if isinstance(r, Mapping) and r.get("unique")]
+        if table in transforms and (sync.detect_deletes or opts.capture):
+            problems.append(f"transforms.{table}: deletes are found by the source's keys, which transforms may "
+                            "change; drop detectDeletes/capture for this table or its transforms")
+    return problems
 
 
 def _unsafe_name(name: str) -> bool:

@@ -292,7 +292,8 @@ class _Collector:
             relations.append(p.qualified_name())
         p.expect(": ")
         if p.word() != "TRUNCATE":
-            raise EndpointError(f"unexpected change record from {PLUGIN}: {data[:200]!r}")
+            # (the record's values are row contents, which are never logged: its kind only)
+            raise EndpointError(f"unexpected change record from {PLUGIN} for {', '.join('.'.join(r) for r in relations)}")
         for rel in relations:
             if rel in self.by_relation:
                 raise EndpointError(
@@ -436,8 +437,9 @@ class _Parser:
         self.pos = pos
 
     def fail(self, what: str) -> EndpointError:
-        return EndpointError(f"cannot read a change record from {PLUGIN} ({what} at offset {self.pos}): "
-                             f"{self.text[:200]!r}")
+        # The record's head names the table and the change; its values are row contents, never logged.
+        head = self.text[: self.text.find(":", self.text.find(":") + 1) + 1] or self.text[:80]
+        return EndpointError(f"cannot read a change record from {PLUGIN} ({what} at offset {self.pos}) of {head[:120]!r}")
 
     def take(self, literal: str) -> bool:
         if self.text.startswith(literal, self.pos):

@@ -14,11 +14,13 @@ committed it, with the same replay argument.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING
 
+import asyncpg
 import pyarrow as pa
 
 from service.connectors.base import KeyedWriter, Sink, Source, TableWriter
@@ -43,30 +45,30 @@ def slot_name(migration_id: str) -> str:
     return "migrator_" + re.sub(r"[^a-z0-9_]", "_", migration_id.lower())
 
 
-async def create_capture_slot(source: EndpointUrl, migration_id: str, timeout: float) -> str:
+@contextlib.asynccontextmanager
+async def _connected(source: EndpointUrl, timeout: float) -> AsyncIterator[asyncpg.Connection]:
     conn = await pgc.connect(source, timeout)
     try:
+        yield conn
+    finally:
+        await conn.close(timeout=5)
+
+
+async def create_capture_slot(source: EndpointUrl, migration_id: str, timeout: float) -> str:
+    async with _connected(source, timeout) as conn:
         slot = slot_name(migration_id)
         await capture.create_slot(conn, slot)
         return slot
-    finally:
-        await conn.close(timeout=5)
 
 
 async def drop_capture_slot(source: EndpointUrl, slot: str, timeout: float) -> bool:
-    conn = await pgc.connect(source, timeout)
-    try:
+    async with _connected(source, timeout) as conn:
         return await capture.drop_slot(conn, slot)
-    finally:
-        await conn.close(timeout=5)
 
 
 async def pending_captured(source: EndpointUrl, slot: str, timeout: float) -> int:
-    conn = await pgc.connect(source, timeout)
-    try:
+    async with _connected(source, timeout) as conn:
         return await capture.pending(conn, slot)
-    finally:
-        await conn.close(timeout=5)
 
 
 async def apply_captured(run: Migration, source: Source, sink: Sink, schemas: list[TableSchema]) -> None:
@@ -81,6 +83,11 @@ async def apply_captured(run: Migration, source: Source, sink: Sink, schemas: li
             await run._sync_writer(writer, schema)
             writers[schema.name] = (writer, QualityStage(quality, ConformStage(quality.schema, writer.schema)))
             progress = run.tables[schema.name]
+            stored = await run.store.load_checkpoint(run.id, schema.name)  # the counts go on from the last pass
+            if stored is not None:
+                progress.written, progress.failed, progress.batches = (stored.rows_written, stored.rows_failed,
+                                                                       stored.batches)
+            run.note_pass_start(schema.name)
             progress.status = TableStatus.RUNNING
             await run.store.save_table(run.id, schema.name, spec.target_name(schema.name), "running", progress.total)
         if source.kind == "postgresql":
@@ -100,21 +107,29 @@ async def apply_captured(run: Migration, source: Source, sink: Sink, schemas: li
 
 
 async def _drain_slot(run: Migration, writers: dict[str, tuple[TableWriter, Stage]], schemas: list[TableSchema]) -> int:
+    """Windows of the slot until it is empty. In each, deletes go children first (the reverse of
+    the load order) and upserts parents first, so the target's foreign keys hold throughout; the
+    slot advances once the target has made the window durable."""
     assert run.sync is not None and run.sync.slot is not None
     slot, n = run.sync.slot, run.sync.pass_no
     conn = await pgc.connect(run.endpoints.source, run.spec.timeout, command_timeout=run.spec.timeout)
-    by_name = {s.name: s for s in schemas}
+    by_name = {s.name: s for s in schemas}  # every captured table, always: the slot's changes are shared
     deleted = 0
     try:
         while True:
             changes = await capture.read_changes(conn, slot, by_name, limit=WINDOW)
             if changes.lsn is None:
                 break
-            for name, table in changes.tables.items():
-                deleted += await _apply(run, *writers[name], name, table.upserts, table.deletes, [f"#{n}", changes.lsn])
+            position: list[str | int | float | None] = [f"#{n}", changes.lsn]
+            for name in reversed(by_name):
+                if name in changes.tables:
+                    deleted += await _delete(run, writers[name][0], changes.tables[name].deletes)
+            for name in by_name:
+                if name in changes.tables:
+                    await _upsert(run, *writers[name], name, changes.tables[name].upserts, position)
+            for writer, _ in writers.values():
+                await _durable(writer)
             await capture.advance(conn, slot, changes.lsn)
-            if changes.count < WINDOW:
-                break
     finally:
         await conn.close(timeout=5)
     return deleted
@@ -132,8 +147,10 @@ async def _drain_streams(run: Migration, source: Source, writers: dict[str, tupl
             upserts, deletes, token, count, rejects = await source.changes(  # type: ignore[attr-defined]
                 schema, str(table["token"]), WINDOW)
             if count:
-                deleted += await _apply(run, *writers[schema.name], schema.name, upserts, deletes,
-                                        [f"#{run.sync.pass_no}", token], rejects)
+                deleted += await _delete(run, writers[schema.name][0], deletes)
+                await _upsert(run, *writers[schema.name], schema.name, upserts, [f"#{run.sync.pass_no}", token],
+                              rejects)
+                await _durable(writers[schema.name][0])
             table["token"] = token
             await run._save_sync()
             if count < WINDOW:
@@ -141,31 +158,40 @@ async def _drain_streams(run: Migration, source: Source, writers: dict[str, tupl
     return deleted
 
 
-async def _apply(run: Migration, writer: TableWriter, stage: Stage, name: str, upserts: pa.RecordBatch,
-                 deletes: pa.RecordBatch, position: list[str | int | float | None],
-                 rejects: Sequence[Reject] = ()) -> int:
-    """One window of one table: the deletes, then the upserts with the window's position as the
-    table's checkpoint (the rows that do not pass the rules or fit the target are rejects)."""
-    deleted = 0
-    if deletes.num_rows:
-        if not isinstance(writer, KeyedWriter):
-            raise InvalidInput(f"change capture: a {run.endpoints.target.kind} target cannot delete rows by key")
-        deleted = await writer.delete_keys(deletes)
-        run._pass_deleted += deleted
+async def _delete(run: Migration, writer: TableWriter, deletes: pa.RecordBatch) -> int:
+    if not deletes.num_rows:
+        return 0
+    if not isinstance(writer, KeyedWriter):
+        raise InvalidInput(f"change capture: a {run.endpoints.target.kind} target cannot delete rows by key")
+    deleted = await writer.delete_keys(deletes)
+    run._pass_deleted += deleted
+    return deleted
+
+
+async def _durable(writer: TableWriter) -> None:
+    """What the writer committed is on disk (a PostgreSQL target commits batches asynchronously)."""
+    if isinstance(writer, KeyedWriter):
+        await writer.flush()
+
+
+async def _upsert(run: Migration, writer: TableWriter, stage: Stage, name: str, upserts: pa.RecordBatch,
+                  position: list[str | int | float | None], rejects: Sequence[Reject] = ()) -> None:
+    """One window's new row versions of one table, with the window's position as the table's
+    checkpoint (the rows that do not pass the rules or fit the target are rejects)."""
     progress = run.tables[name]
     batch = Batch(seq=progress.batches, table=name, upto=position, first_row=progress.done + 1, data=upserts,
                   rows_read=upserts.num_rows + len(rejects), rejects=list(rejects), read_at=time.monotonic())
     batch = await stage(batch)
+    failed: list[Reject] = []
 
     async def turn(refused: Sequence[Reject]) -> Checkpoint:
-        failed = [*batch.rejects, *refused]
-        checkpoint = Checkpoint(position, progress.written + batch.rows - len(refused), progress.failed + len(failed),
-                                progress.batches + 1)
-        await run.store.save_checkpoint(run.id, name, checkpoint, failed, [])
-        return checkpoint
+        failed.extend([*batch.rejects, *refused])
+        return Checkpoint(position, progress.written + batch.rows - len(refused), progress.failed + len(failed),
+                          progress.batches + 1)
 
     checkpoint = await writer.write(batch, turn)
+    # After the target's commit, as for any batch (a replayed window must not count its rejects twice).
+    await run.store.save_checkpoint(run.id, name, checkpoint, failed, [])
     progress.written, progress.failed, progress.batches = (checkpoint.rows_written, checkpoint.rows_failed,
                                                            checkpoint.batches)
-    run._pass_rows += batch.rows
-    return deleted
+    run._pass_rows += batch.rows - (len(failed) - len(batch.rejects))

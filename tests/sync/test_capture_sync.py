@@ -70,3 +70,38 @@ async def test_inserts_updates_and_deletes_flow_through_the_slot_and_rollback_dr
     await roll_back(store, record, third.spec, endpoints.target, source=endpoints.source)
     assert await fetchval(source, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1", slot) == 0
     assert await fetch(target, "SELECT tablename FROM pg_tables WHERE tablename IN ('accounts', 'notes')") == []
+
+
+async def test_many_small_transactions_are_all_applied_and_parents_and_children_keep_their_foreign_key(
+    store: StateStore, data_dir: Path, new_pg_db, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A window of the slot holds a few changes (WINDOW is made small): the pass reads windows
+    until the slot is empty. Within a window, children are deleted before their parents and
+    parents written before their children, so the target's foreign key (added after pass 0) holds."""
+    from service.sync import capture_pass
+
+    monkeypatch.setattr(capture_pass, "WINDOW", 7)
+    source, target = await new_pg_db(), await new_pg_db()
+    await logical(source)
+    await execute(source, "CREATE TABLE parents (id int PRIMARY KEY, name text)",
+                  "CREATE TABLE children (id int PRIMARY KEY, parent_id int NOT NULL REFERENCES parents, v text)",
+                  "INSERT INTO parents VALUES (1, 'p1'), (2, 'p2')",
+                  "INSERT INTO children VALUES (10, 1, 'c10'), (20, 2, 'c20')")
+    spec = {"source": source, "target": target,
+            "incremental": {"parents": {"capture": True}, "children": {"capture": True}}}
+    await sync_pass(store, spec, data_dir)
+    assert await fetchval(target, "SELECT count(*) FROM pg_constraint WHERE contype = 'f' AND convalidated") == 1
+    statements = ["SET synchronous_commit = on"]
+    statements += [f"UPDATE children SET v = 'v{i}' WHERE id = 10" for i in range(30)]  # 30 one-row transactions
+    statements += ["BEGIN; INSERT INTO parents VALUES (3, 'p3'); INSERT INTO children VALUES (30, 3, 'c30'); COMMIT",
+                   "BEGIN; DELETE FROM children WHERE id = 20; DELETE FROM parents WHERE id = 2; COMMIT"]
+    await execute(source, *statements)
+    try:
+        second = await sync_pass(store, spec, data_dir)
+        for table in ("parents", "children"):
+            assert await fetch(target, f"SELECT * FROM {table} ORDER BY id") == \
+                await fetch(source, f"SELECT * FROM {table} ORDER BY id")
+        assert second.sync is not None and second.sync.lag_rows == 0
+    finally:
+        slot = (await fetch(source, "SELECT slot_name FROM pg_replication_slots"))[0][0]
+        await execute(source, f"SELECT pg_drop_replication_slot('{slot}')")

@@ -86,3 +86,41 @@ async def test_a_sync_pass_stopped_midway_goes_on_from_its_checkpoint_and_ends_e
     assert resumed.sync is not None and resumed.sync.pass_no == 1
     assert await rows(target) == await rows(source)
     assert resumed.tables["items"].written < 2000 + 1000 + 100  # pass 0, pass 1's 1000 rows, at most a batch again
+
+
+async def test_identity_and_generated_columns_of_an_existing_table_are_synced_and_rolled_back(
+    store: StateStore, data_dir: Path, new_pg_db
+) -> None:
+    source, target = await new_pg_db(), await new_pg_db()
+    await execute(source, ITEMS, "INSERT INTO items (id, name) SELECT i, 'source ' || i FROM generate_series(1, 50) i")
+    await execute(target, "CREATE TABLE items (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, name text, "
+                          "updated_at timestamptz, name_length int GENERATED ALWAYS AS (length(name)) STORED)",
+                  "INSERT INTO items (name) VALUES ('mine 1'), ('mine 2')")
+    before = await fetch(target, "SELECT * FROM items ORDER BY id")
+    spec = {"source": source, "target": target, "incremental": {"items": {"cursor": "updated_at"}}}
+    await sync_pass(store, spec, data_dir)
+    await execute(source, "UPDATE items SET name = 'longer name now', updated_at = now() + interval '1 minute' "
+                          "WHERE id = 1")
+    last = await sync_pass(store, spec, data_dir)
+    assert await fetch(target, "SELECT name, name_length FROM items WHERE id = 1") == [("longer name now", 15)]
+    assert await rows(target) == await rows(source)
+
+    record = await store.get_migration(last.id)
+    assert record is not None
+    await roll_back(store, record, last.spec, resolve(last.spec, data_dir).target)
+    assert await fetch(target, "SELECT * FROM items ORDER BY id") == before
+
+
+async def test_max_errors_counts_each_pass_s_own_rejects(store: StateStore, data_dir: Path, new_pg_db) -> None:
+    source, target = await new_pg_db(), await new_pg_db()
+    await execute(source, ITEMS, "INSERT INTO items (id, name, updated_at) SELECT i, 'ok', "
+                                 "'2026-01-01'::timestamptz + i * interval '1 second' FROM generate_series(1, 20) i",
+                  "UPDATE items SET name = 'far too long' WHERE id IN (1, 2)")
+    spec = {"source": source, "target": target, "maxErrors": 2, "incremental": {"items": {"cursor": "updated_at"}},
+            "rules": {"items": {"name": {"maxLength": 5}}}}
+    first = await sync_pass(store, spec, data_dir)
+    assert first.status == "completed" and first.tables["items"].failed == 2
+    await execute(source, "UPDATE items SET name = 'also too long', updated_at = now() + interval '1 minute' "
+                          "WHERE id = 3")
+    second = await sync_pass(store, spec, data_dir)  # 3 rejects in all, 1 in this pass: within maxErrors
+    assert second.status == "completed" and second.tables["items"].failed == 3

@@ -25,6 +25,12 @@ BASE = {"source": "postgresql://u@h/db", "target": "sqlite:///t.db"}
     ({"incremental": {"orders": {"cursor": "u"}}, "detectDeletes": "soft"}, "detectDeletes must be true, false or"),
     ({"detectDeletes": True}, "detectDeletes needs incremental tables"),
     ({"tables": ["users"], "incremental": {"orders": {"cursor": "u"}}}, "incremental.orders: not among the spec's tables"),
+    ({"incremental": {"orders": {"cursor": "u"}}, "dedupe": {"orders": {"key": ["email"]}}},
+     "dedupe.orders: an incremental table is written by key"),
+    ({"incremental": {"orders": {"cursor": "u"}}, "rules": {"orders": {"email": {"unique": True}}}},
+     "rules.orders.email.unique: an incremental table's rows come back"),
+    ({"incremental": {"orders": {"capture": True}}, "transforms": {"orders": [{"lowercase": ["email"]}]}},
+     "transforms.orders: deletes are found by the source's keys"),
 ])
 def test_bad_options_are_named(options: dict[str, object], named: str) -> None:
     with pytest.raises(InvalidSpec) as caught:

@@ -185,8 +185,11 @@ class MongoTableWriter:
     upsert = False
     soft_delete: str | None = None
 
-    async def add_soft_delete_column(self) -> None:
-        return None  # documents take the field when it is first set
+    async def prepare_sync(self) -> None:
+        return None  # documents take the soft-delete field when it is first set; before-images are kept anyway
+
+    async def flush(self) -> None:
+        return None  # each write was acknowledged by the server (the client's write concern)
 
     async def delete_keys(self, keys: pa.RecordBatch) -> int:
         """Delete the documents with these keys (key columns, as the rows' `_id`) — or set their

@@ -293,7 +293,13 @@ async def _restore_before(conn: asyncpg.Connection, migration_id: str, table: st
         f"jsonb_populate_record(NULL::{t}, b.key) k WHERE b.migration_id = $1 AND b.table_name = $2)",
         migration_id, table, timeout=_BUILD_TIMEOUT)
     removed = int(status.rsplit(" ", 1)[-1])
-    status = await conn.execute(f"INSERT INTO {t} SELECT (jsonb_populate_record(NULL::{t}, b.row)).* {picked} "
+    # Every column but generated ones (which compute themselves), identity values as they were.
+    columns = [r[0] for r in await conn.fetch(
+        "SELECT attname FROM pg_attribute WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped "
+        "AND attgenerated = '' ORDER BY attnum", t)]
+    names = ", ".join(pgc.quote_ident(c) for c in columns)
+    values = ", ".join(f"(jsonb_populate_record(NULL::{t}, b.row)).{pgc.quote_ident(c)}" for c in columns)
+    status = await conn.execute(f"INSERT INTO {t} ({names}) OVERRIDING SYSTEM VALUE SELECT {values} {picked} "
                                 "AND b.row IS NOT NULL", migration_id, table, timeout=_BUILD_TIMEOUT)
     restored = int(status.rsplit(" ", 1)[-1])
     if not removed and not restored:
@@ -399,13 +405,14 @@ class PostgresTableWriter:
         if self.created:
             return
         key = self.schema.key
-        obj = ", ".join(f"'{k.replace(chr(39), chr(39) * 2)}', s.{pgc.quote_ident(k)}" for k in key)
-        join = " AND ".join(f"t.{pgc.quote_ident(k)} = s.{pgc.quote_ident(k)}" for k in key)
-        await conn.execute(ledger.before_ddl())
+        # Aliases no column is likely to have (an unqualified name means a column first).
+        obj = ", ".join(f"'{k.replace(chr(39), chr(39) * 2)}', _migrator_s.{pgc.quote_ident(k)}" for k in key)
+        join = " AND ".join(f"_migrator_t.{pgc.quote_ident(k)} = _migrator_s.{pgc.quote_ident(k)}" for k in key)
         await conn.execute(
             f"INSERT INTO {ledger.BEFORE} (migration_id, table_name, key, row) "
-            f"SELECT $1, $2, jsonb_build_object({obj}), to_jsonb(t) FROM {staged} s "
-            f"LEFT JOIN {pgc.qualified(self.schema.name)} t ON {join} ON CONFLICT DO NOTHING",
+            f"SELECT $1, $2, jsonb_build_object({obj}), "
+            f"CASE WHEN _migrator_t IS NULL THEN NULL ELSE to_jsonb(_migrator_t.*) END FROM {staged} _migrator_s "
+            f"LEFT JOIN {pgc.qualified(self.schema.name)} _migrator_t ON {join} ON CONFLICT DO NOTHING",
             self._migration_id, self.schema.name)
 
     async def _copy(self, conn: asyncpg.Connection, payload: list[bytes], fmt: str) -> None:
@@ -423,8 +430,9 @@ class PostgresTableWriter:
                     if c not in self.schema.key]
             if self.soft_delete and self.soft_delete not in self._columns:
                 sets.append(f"{pgc.quote_ident(self.soft_delete)} = false")
-            await conn.execute(f"INSERT INTO {pgc.qualified(self.schema.name)} ({cols}) SELECT {cols} FROM _migrator_up"
-                               f" ON CONFLICT ({keys}) DO "
+            # OVERRIDING SYSTEM VALUE: the source's values go into identity columns, as COPY puts them.
+            await conn.execute(f"INSERT INTO {pgc.qualified(self.schema.name)} ({cols}) OVERRIDING SYSTEM VALUE "
+                               f"SELECT {cols} FROM _migrator_up ON CONFLICT ({keys}) DO "
                                + (f"UPDATE SET {', '.join(sets)}" if sets else "NOTHING"))
             return
         status = await conn.copy_to_table(self._table, schema_name=self._schema_name, source=_once(payload),
@@ -567,13 +575,21 @@ class PostgresTableWriter:
                                     f"{pgc.server_message(exc)}") from exc
         return int(status.rsplit(" ", 1)[-1])
 
-    async def add_soft_delete_column(self) -> None:
-        """The `soft_delete` flag column (boolean NOT NULL DEFAULT false), added if missing."""
-        if not self.soft_delete or self.soft_delete in self.schema.column_names:
-            return
+    async def flush(self) -> None:
+        """One synchronous commit: flushing its WAL flushes every earlier (asynchronous) one too."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("SET LOCAL synchronous_commit = on")
+            await conn.execute(ledger.touch_sql(ledger.dollar), self._migration_id, self.schema.name)
+
+    async def prepare_sync(self) -> None:
+        """The before-image table (into a table the run did not create), and the `soft_delete` flag
+        column (boolean NOT NULL DEFAULT false) when missing."""
         async with self._pool.acquire() as conn:
-            await conn.execute(f"ALTER TABLE {pgc.qualified(self.schema.name)} ADD COLUMN IF NOT EXISTS "
-                               f"{pgc.quote_ident(self.soft_delete)} boolean NOT NULL DEFAULT false")
+            if not self.created:
+                await conn.execute(ledger.before_ddl())
+            if self.soft_delete and self.soft_delete not in self.schema.column_names:
+                await conn.execute(f"ALTER TABLE {pgc.qualified(self.schema.name)} ADD COLUMN IF NOT EXISTS "
+                                   f"{pgc.quote_ident(self.soft_delete)} boolean NOT NULL DEFAULT false")
 
     async def finish(self) -> list[str]:
         """Add the primary key to a table this run created, and make every batch durable: this

@@ -211,7 +211,10 @@ class SqliteTableWriter:
 
         return int(await self.db.run(delete))
 
-    async def add_soft_delete_column(self) -> None:
+    async def flush(self) -> None:
+        return None  # each commit is durable already
+
+    async def prepare_sync(self) -> None:
         """The `soft_delete` flag column (INTEGER NOT NULL DEFAULT 0), added if missing."""
         if not self.soft_delete or self.soft_delete in self.schema.column_names:
             return
