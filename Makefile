@@ -44,6 +44,7 @@ bench: $(STAMP) deps
 	$(BIN)/python bench/api.py
 	$(BIN)/python bench/mongo.py
 	$(BIN)/python bench/quality.py
+	$(BIN)/python bench/sync.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check service tests bench
