@@ -2,7 +2,7 @@
 
     migrator run SPEC.yaml [--batch-size N] [--parallel N] …
     migrator run --source URL --target URL [--tables a,b] [--batch-size N] [--parallel N]
-    migrator sync SPEC.yaml [--every 10s]
+    migrator sync SPEC.yaml [--every 10s | --cutover]
     migrator serve [--host H] [--port P]
 
 Exit status: 0 when every row is migrated (rejects are reported, not fatal), 1 when the run
@@ -82,6 +82,9 @@ def _parser() -> argparse.ArgumentParser:
     _spec_arguments(sync)
     sync.add_argument("--every", type=_duration, metavar="DURATION",
                       help="keep syncing: a pass every DURATION (e.g. 10s, 5m, 1h, or seconds), showing the lag")
+    sync.add_argument("--cutover", action="store_true",
+                      help="the last pass: then the foreign keys, a deep verification and the capture slot dropped "
+                           "(stop writing to the source first); exit 1 when the target does not match")
     sync.add_argument("--quiet", action="store_true", help="no progress bars")
     sync.add_argument("--verbose", "-v", action="store_true", help="log what the run does to stderr")
     demo = sub.add_parser("demo", help="write demo CSV data (users, products, orders) into the data folder")
@@ -276,6 +279,8 @@ async def _sync(args: argparse.Namespace, settings: Settings, console: Console) 
     from service.runs.migration import find_for_sync
 
     spec = _spec(args)
+    if args.cutover and args.every:
+        raise InvalidInput("--cutover is one last pass: not with --every (stop the continuous sync, then cut over)")
     if not spec.sync.enabled:
         raise InvalidInput("the spec has no incremental tables: add incremental: {table: {cursor: column}} "
                            "(or {capture: true} for PostgreSQL change capture)")
@@ -289,11 +294,31 @@ async def _sync(args: argparse.Namespace, settings: Settings, console: Console) 
                       f"{endpoints.target.masked}" + (f", a pass every {args.every:g} s (Ctrl-C stops)"
                                                       if args.every else ""), soft_wrap=True)
         started = time.monotonic()
+        migration.cutting_over = args.cutover
         try:
             await _watched(migration.keep_in_sync(args.every), view, quiet=args.quiet)
         finally:
             console.print(summary_table(migration, time.monotonic() - started))
-        return 0
+        if not args.cutover:
+            return 0
+        from service.runs.verification import verify_migration
+        from service.verify.report import markdown
+
+        async def verify() -> dict[str, object]:
+            return await verify_migration(store, record.id, spec, endpoints.source, endpoints.target, deep=True)
+
+        answer = await migration.cut_over(verify)
+        report = answer["report"]
+        assert isinstance(report, dict)
+        console.print(markdown(report, migration_id=record.id, source=endpoints.source.masked,
+                               target=endpoints.target.masked), markup=False, soft_wrap=True)
+        if answer.get("message"):
+            console.print(f"Not cut over: {answer['message']}", soft_wrap=True)
+            return 1
+        console.print(f"Cut over: lag {answer['lagRows']} row(s), verification {'OK' if answer['ok'] else 'FAILED'}"
+                      + (f", replication slot {answer['slotDropped']} dropped" if answer["slotDropped"] else ""),
+                      soft_wrap=True)
+        return 0 if answer["ok"] else 1
     finally:
         await store.close()
 

@@ -27,7 +27,7 @@ from service.core.urls import EndpointUrl, lost_password, parse_url, storable
 from service.pipeline.progress import TableProgress
 from service.plan.planner import make_plan
 from service.runs.dryrun import dry_run
-from service.runs.events import Event, Listener, LogWritten, PlanMade, ReportMade, StatusChanged, SyncPassed, notify
+from service.runs.events import Event, Listener, LogWritten, PlanMade, ReportMade, StatusChanged, notify
 from service.runs.migration import Endpoints, Migration, new_id
 from service.runs.rollback import roll_back
 from service.runs.spec import MigrationSpec
@@ -35,7 +35,6 @@ from service.runs.summary import TableCounts, summarize
 from service.runs.verification import verify_migration
 from service.store.base import MigrationRecord, StateStore
 from service.store.rows import now
-from service.sync.capture_pass import drop_capture_slot
 from service.sync.state import SyncState
 
 log = logging.getLogger(__name__)
@@ -58,6 +57,7 @@ class _Entry:
     task: asyncio.Task[None] | None = None
     stopping: asyncio.Event | None = None  # a continuous sync's cutover request
     every: float | None = None  # a continuous sync's seconds between passes
+    cutting_over: bool = False  # a cutover is under way: no other verb starts a run
 
 
 class RunManager:
@@ -196,7 +196,8 @@ class RunManager:
             entry.spec = self._stored_spec(record, entry)
         return await self._launch(record, entry)
 
-    async def sync(self, migration_id: str, every: float | None, urls: Mapping[str, str] | None = None) -> Migration:
+    async def sync(self, migration_id: str, every: float | None, urls: Mapping[str, str] | None = None, *,
+                   cutting_over: bool = False) -> Migration:
         """Start the next pass of an incremental migration — the first one (pass 0) when it is
         planned — and with `every`, keep syncing every that many seconds until cancel or cutover."""
         async with self._control:
@@ -216,55 +217,51 @@ class RunManager:
             if state is not None and state.cut_over:
                 raise WrongState(f"migration {record.id} was cut over at {state.ended_at}: the target has taken over; "
                                  "initialize a new migration to sync again")
+            if entry.cutting_over and not cutting_over:
+                raise WrongState(f"migration {record.id} is being cut over")
             entry.stopping, entry.every = asyncio.Event(), every
-            return await self._launch(record, entry, every=every, syncing=True)
+            run = await self._launch(record, entry, every=every, syncing=True)
+            run.cutting_over = cutting_over  # (before its task first runs)
+            return run
 
     async def cutover(self, migration_id: str | None, urls: Mapping[str, str] | None = None) -> dict[str, object]:
-        """The switch to the target: a last sync pass (the continuous one is told to stop after
-        it), a deep verification, the change-capture slot dropped. Returns the lag (0 once the
-        last pass has caught up) and the verification report."""
-        record = await self.record(migration_id)
+        """The switch to the target: a last sync pass (a continuous sync is told to stop after one
+        more; else one runs now), which adds the foreign keys, then a deep verification and the
+        change-capture slot dropped (Migration.cut_over). No other verb runs on the migration
+        meanwhile."""
         async with self._control:
+            record = await self.record(migration_id)
             entry = self._entries.get(record.id)
+            if entry is not None and entry.cutting_over:
+                raise WrongState(f"migration {record.id} is being cut over already")
             running = entry is not None and entry.task is not None and not entry.task.done()
-        last_pass_done = False
-        if running:
-            assert entry is not None and entry.task is not None and entry.run is not None
-            if entry.stopping is None:
-                raise WrongState(f"migration {record.id} is {record.status}: wait for it to end, then cut over")
-            await entry.run.resume()  # a paused sync would never reach its last pass
-            entry.stopping.set()
-            last_pass_done = entry.every is not None  # a continuous sync's last pass starts after the request
-            await asyncio.wait({entry.task})
-        if not last_pass_done:  # (a one-shot pass under way may have begun before the source's writes stopped)
-            await self.sync(record.id, None, urls)
-            entry = self._entries[record.id]
-            assert entry.task is not None
-            await asyncio.wait({entry.task})
-        record = await self.record(record.id)
-        if record.status != "completed":
-            raise WrongState(f"migration {record.id} is {record.status} after its last sync pass ({record.error}); "
-                             "nothing was cut over")
-        assert entry is not None and entry.run is not None and entry.run.sync is not None
-        sync = entry.run.sync
-        report = await self.verify(record.id, deep=True, urls=urls)
-        if sync.lag_rows:  # the source changed during the last pass: not cut over, the slot is kept
-            return {"migrationId": record.id, "status": record.status, "lagRows": sync.lag_rows,
-                    "lagSeconds": sync.lag_seconds, "pass": sync.pass_no, "ok": False, "slotDropped": None,
-                    "report": report, "message": f"the source changed during the last pass ({sync.lag_rows} row(s) "
-                                                 "behind): stop writing to the source, then cut over again"}
-        dropped = None
-        if sync.slot:
-            spec = entry.spec or self._stored_spec(record, entry)
-            dropped = sync.slot
-            await drop_capture_slot(self._endpoint("sourceDB", spec.source), sync.slot, spec.timeout)
-            sync.slot = None
-        sync.cut_over, sync.every = True, None
-        await self.store.save_sync(record.id, sync.to_dict())
-        self._emit(SyncPassed(record.id, sync.public()))
-        return {"migrationId": record.id, "status": record.status, "lagRows": sync.lag_rows,
-                "lagSeconds": sync.lag_seconds, "pass": sync.pass_no, "ok": bool(report["ok"]) and sync.lag_rows == 0,
-                "slotDropped": dropped, "report": report}
+            if running:
+                assert entry is not None and entry.run is not None
+                if entry.stopping is None:
+                    raise WrongState(f"migration {record.id} is {record.status}: wait for it to end, then cut over")
+                if entry.run.status in ("pausing", "paused"):
+                    await entry.run.resume()  # a paused sync would never reach its last pass
+            if entry is not None:
+                entry.cutting_over = True
+        try:
+            assert entry is None or entry.task is not None or not running
+            if running and entry is not None and entry.every is not None:
+                assert entry.task is not None and entry.stopping is not None
+                entry.stopping.set()  # its last pass starts after this request, and cuts over
+                await asyncio.wait({entry.task})
+            else:
+                if running and entry is not None and entry.task is not None:
+                    await asyncio.wait({entry.task})  # a one-shot pass may have begun before the writes stopped
+                run = await self.sync(record.id, None, urls, cutting_over=True)
+                entry = self._entries[record.id]
+                assert entry.task is not None
+                await asyncio.wait({entry.task})
+                del run
+            assert entry is not None and entry.run is not None
+            return await entry.run.cut_over(lambda: self.verify(record.id, deep=True, urls=urls))
+        finally:
+            if entry is not None:
+                entry.cutting_over = False
 
     async def pause(self, migration_id: str) -> str:
         async with self._control:
@@ -289,6 +286,8 @@ class RunManager:
     async def _resume(self, migration_id: str, urls: Mapping[str, str] | None = None) -> str:
         record = await self.record(migration_id)
         entry = self._entries.get(record.id)
+        if entry is not None and entry.cutting_over:
+            raise WrongState(f"migration {record.id} is being cut over")
         if entry and entry.run and entry.task and not entry.task.done():
             if entry.run.status in ("pausing", "paused"):
                 await entry.run.resume()

@@ -14,7 +14,7 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -53,7 +53,7 @@ from service.runs.summary import TableCounts, summarize
 from service.runs.verification import verify_migration
 from service.store.base import LogEntry, MigrationRecord, StateStore
 from service.store.rows import now, seconds_since
-from service.sync.capture_pass import apply_captured, create_capture_slot, pending_captured
+from service.sync.capture_pass import apply_captured, create_capture_slot, drop_capture_slot, pending_captured
 from service.sync.deletes import gone_keys
 from service.sync.options import SyncTable, table_problems
 from service.sync.state import SyncState
@@ -129,6 +129,7 @@ class Migration:
         self.sync: SyncState | None = None  # an incremental migration's passes (service.sync)
         self._pass_rows = self._pass_deleted = 0  # this pass's rows written and deleted
         self._pass_base: dict[str, tuple[int, int]] = {}  # per table: (failed, done) before this pass
+        self.cutting_over = False  # this pass is a sync's last: the foreign keys, then cut_over()
 
     # -- watchers -------------------------------------------------------------------------------
     def _emit(self, event: Event) -> None:
@@ -248,7 +249,8 @@ class Migration:
             if captured - done:  # every captured table (their changes share one slot), parents first
                 await apply_captured(self, source, sink, [by_name[n] for level in levels for n in level
                                                           if n in captured])
-            await self._add_foreign_keys(sink, schemas)
+            if not spec.sync.enabled or self.cutting_over:  # a sync's target takes its keys at cutover
+                await self._add_foreign_keys(sink, schemas)
             if self.sync is not None:
                 await self._sync_end(source, sink, schemas)
         except asyncio.CancelledError:
@@ -274,7 +276,7 @@ class Migration:
         await self._log("INFO", f"Migration completed: {sum(p.written for p in self.tables.values())} records "
                                 f"migrated, {failed} failed")
         try:
-            if spec.verify != "off":
+            if spec.verify != "off" and not self.cutting_over:  # (a cutover verifies deep itself)
                 await self._verify(deep=spec.verify == "deep")
         finally:  # every row is in: completed, whatever the verification found (it is in the report)
             await asyncio.shield(self._finish_status("completed", None))
@@ -390,10 +392,11 @@ class Migration:
         deleted = 0
         try:
             await self._sync_writer(writer, schema)
-            async for keys in gone_keys(source, schema, reader, target, theirs):
-                if not isinstance(writer, KeyedWriter):
-                    raise InvalidInput(f"detectDeletes: a {sink.kind} target cannot delete rows by key")
-                deleted += await writer.delete_keys(keys)
+            async with contextlib.aclosing(gone_keys(source, schema, reader, target, theirs)) as found:
+                async for keys in found:
+                    if not isinstance(writer, KeyedWriter):
+                        raise InvalidInput(f"detectDeletes: a {sink.kind} target cannot delete rows by key")
+                    deleted += await writer.delete_keys(keys)
         finally:
             await reader.close()
             await writer.close()
@@ -418,7 +421,7 @@ class Migration:
                     rows += await reader.count_since(name, o.cursor,  # type: ignore[attr-defined]
                                                      state.tables.get(name, {}).get("next"))
             if opts.captured and state.slot:  # (a MongoDB change stream cannot say how much is waiting)
-                rows += await pending_captured(self.endpoints.source, state.slot, self.spec.timeout)
+                rows += await pending_captured(self.endpoints.source, state.slot, self.spec.timeout, opts.captured)
         finally:
             if own:
                 await reader.close()
@@ -431,9 +434,6 @@ class Migration:
         seconds, paused while the gate is closed), and again — the status stays `executing`.
         When `stopping` is set (cutover), one last pass ends it `completed`; cancelling the task
         ends it `cancelled`, resumable with the next sync."""
-        if every is None:
-            await self.run(sync=True)
-            return
         stopping = stopping or asyncio.Event()
         try:
             await self._sync_loop(every, stopping)
@@ -441,11 +441,15 @@ class Migration:
             if self.status in ("executing", "pausing", "paused"):
                 await asyncio.shield(self._finish_status("interrupted" if self._interrupting else "cancelled", None))
             raise
-        await self.run(sync=True)
 
-    async def _sync_loop(self, every: float, stopping: asyncio.Event) -> None:
+    async def _sync_loop(self, every: float | None, stopping: asyncio.Event) -> None:
         try:
-            await self._passes(every, stopping)
+            if every is None:
+                await self.run(sync=True)
+            else:
+                await self._passes(every, stopping)
+                self.cutting_over = True
+                await self.run(sync=True)
         except Exception as exc:
             if self.status in ("executing", "pausing", "paused"):  # failed between passes, not in one
                 reason = self._reason(first_cause(exc))
@@ -473,6 +477,35 @@ class Migration:
                         await self._log("WARNING", f"Sync: the lag could not be measured: {self._reason(exc)}")
                         continue
                     self._emit(SyncPassed(self.id, self.sync.public()))
+
+    async def cut_over(self, verify: Callable[[], Awaitable[dict[str, object]]]) -> dict[str, object]:
+        """After a sync's last pass (run with `cutting_over`, which added the foreign keys): a deep
+        verification (`verify`, which saves and sends its report), then — when the source did not
+        change meanwhile — the capture slot dropped and the migration marked cut over. Returns the
+        answer of POST /cutover."""
+        assert self.sync is not None
+        sync = self.sync
+        if self.status != "completed":
+            raise WrongState(f"migration {self.id} is {self.status} after its last sync pass ({self.error}); "
+                             "nothing was cut over")
+        report = await verify()
+        answer: dict[str, object] = {"migrationId": self.id, "status": self.status, "lagRows": sync.lag_rows,
+                                     "lagSeconds": sync.lag_seconds, "pass": sync.pass_no, "report": report}
+        if sync.lag_rows:  # the source changed during the last pass: not cut over, the slot is kept
+            return {**answer, "ok": False, "slotDropped": None,
+                    "message": f"the source changed during the last pass ({sync.lag_rows} row(s) behind): stop "
+                               "writing to the source, then cut over again"}
+        dropped = sync.slot
+        if sync.slot:
+            await drop_capture_slot(self.endpoints.source, sync.slot, self.spec.timeout)
+            await self._log("INFO", f"Change capture: replication slot {sync.slot} dropped on the source")
+            sync.slot = None
+        sync.cut_over, sync.every = True, None
+        await self._save_sync()
+        await self._log("INFO", f"Cut over after sync pass {sync.pass_no}: verification "
+                                + ("OK" if report["ok"] else "found differences (see the report)"))
+        self._emit(SyncPassed(self.id, sync.public()))
+        return {**answer, "ok": bool(report["ok"]), "slotDropped": dropped}
 
     async def _verify(self, *, deep: bool) -> None:
         """The verification at the end of a run (spec `verify`): its report is saved, sent as a
@@ -584,8 +617,10 @@ class Migration:
     def _check_reject_limit(self) -> None:
         """Stop a run gone wrong: more rejects than `maxErrors` (rows, or percent of rows read) — in
         a sync, of this pass's rows."""
-        failed = sum(p.failed - self._pass_base.get(p.table, (0, 0))[0] for p in self.tables.values())
-        done = sum(p.done - self._pass_base.get(p.table, (0, 0))[1] for p in self.tables.values())
+        counted = [p for p in self.tables.values()  # a later sync pass: the tables it runs, from where they were
+                   if self.sync is None or self.sync.pass_no == 0 or p.table in self._pass_base]
+        failed = sum(p.failed - self._pass_base.get(p.table, (0, 0))[0] for p in counted)
+        done = sum(p.done - self._pass_base.get(p.table, (0, 0))[1] for p in counted)
         spec = self.spec
         if spec.max_errors is not None and failed > spec.max_errors:
             limit = f"maxErrors {spec.max_errors}"

@@ -221,7 +221,7 @@ def _sync_conflicts(sync: SyncOptions, d: Mapping[str, object]) -> list[str]:
 
     dedupe, rules, transforms = section("dedupe"), section("rules"), section("transforms")
     for table, opts in sync.tables.items():
-        if table in dedupe:
+        if dedupe.get(table):
             problems.append(f"dedupe.{table}: an incremental table is written by key (an updated row replaces "
                             "its old version); drop the dedupe")
         columns = rules.get(table)

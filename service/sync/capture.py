@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import asyncpg
@@ -148,14 +148,23 @@ async def advance(conn: asyncpg.Connection, slot: str, lsn: str) -> None:
         raise _slot_error(slot, "advancing", exc) from None
 
 
-async def pending(conn: asyncpg.Connection, slot: str) -> int:
+async def pending(conn: asyncpg.Connection, slot: str, tables: Sequence[str] | None = None) -> int:
     """Roughly how many change records wait in the slot (counted up to PENDING_CAP), for a lag
-    display. Decodes the pending WAL: not free on a large backlog."""
+    display — of `tables` only, when given (other tables' changes pass through the slot too).
+    Decodes the pending WAL: not free on a large backlog."""
+    where = "data NOT IN ('BEGIN', 'COMMIT')"
+    args: list[object] = [slot, PENDING_CAP]
+    if tables is not None:
+        # The record's head as test_decoding writes it: `table <schema>.<name>: …`, each name
+        # quoted by the server's own rules (quote_ident); LIKE's own wildcards escaped.
+        where = ("data LIKE ANY (SELECT 'table ' || replace(replace(replace(quote_ident(s) || '.' || quote_ident(t),"
+                 " '\\', '\\\\'), '_', '\\_'), '%', '\\%') || ': %' FROM unnest($3::text[], $4::text[]) AS r(s, t))")
+        relations = [_relation(name) for name in tables]
+        args += [[r[0] for r in relations], [r[1] for r in relations]]
     try:
         n: int = await conn.fetchval(
             "SELECT count(*) FROM (SELECT data FROM pg_logical_slot_peek_changes($1, NULL, $2,"
-            " 'include-xids', '0', 'skip-empty-xacts', '1') LIMIT $2) c WHERE data NOT IN ('BEGIN', 'COMMIT')",
-            slot, PENDING_CAP)
+            f" 'include-xids', '0', 'skip-empty-xacts', '1') LIMIT $2) c WHERE {where}", *args)
     except asyncpg.PostgresError as exc:
         raise _slot_error(slot, "reading", exc) from None
     return n

@@ -66,9 +66,10 @@ async def drop_capture_slot(source: EndpointUrl, slot: str, timeout: float) -> b
         return await capture.drop_slot(conn, slot)
 
 
-async def pending_captured(source: EndpointUrl, slot: str, timeout: float) -> int:
+async def pending_captured(source: EndpointUrl, slot: str, timeout: float, tables: Sequence[str]) -> int:
+    """Changes of `tables` waiting in the slot (those of other tables pass through it too)."""
     async with _connected(source, timeout) as conn:
-        return await capture.pending(conn, slot)
+        return await capture.pending(conn, slot, tables)
 
 
 async def apply_captured(run: Migration, source: Source, sink: Sink, schemas: list[TableSchema]) -> None:
@@ -107,16 +108,19 @@ async def apply_captured(run: Migration, source: Source, sink: Sink, schemas: li
 
 
 async def _drain_slot(run: Migration, writers: dict[str, tuple[TableWriter, Stage]], schemas: list[TableSchema]) -> int:
-    """Windows of the slot until it is empty. In each, deletes go children first (the reverse of
-    the load order) and upserts parents first, so the target's foreign keys hold throughout; the
-    slot advances once the target has made the window durable."""
+    """Windows of the slot up to the WAL position of the pass's start (what comes later is the
+    next pass's: a busy source, or other tables' writes, never keep a pass going). In each window
+    deletes go children first (the reverse of the load order) and upserts parents first; the slot
+    advances once the target has made the window durable. Pause holds it between windows."""
     assert run.sync is not None and run.sync.slot is not None
     slot, n = run.sync.slot, run.sync.pass_no
     conn = await pgc.connect(run.endpoints.source, run.spec.timeout, command_timeout=run.spec.timeout)
     by_name = {s.name: s for s in schemas}  # every captured table, always: the slot's changes are shared
     deleted = 0
     try:
+        end = _lsn(str(await conn.fetchval("SELECT pg_current_wal_lsn()::text")))
         while True:
+            await run.gate.passage()
             changes = await capture.read_changes(conn, slot, by_name, limit=WINDOW)
             if changes.lsn is None:
                 break
@@ -127,9 +131,12 @@ async def _drain_slot(run: Migration, writers: dict[str, tuple[TableWriter, Stag
             for name in by_name:
                 if name in changes.tables:
                     await _upsert(run, *writers[name], name, changes.tables[name].upserts, position)
-            for writer, _ in writers.values():
+            for writer, _ in writers.values():  # one synchronous commit flushes every earlier one
                 await _durable(writer)
+                break
             await capture.advance(conn, slot, changes.lsn)
+            if _lsn(changes.lsn) >= end:
+                break
     finally:
         await conn.close(timeout=5)
     return deleted
@@ -156,6 +163,12 @@ async def _drain_streams(run: Migration, source: Source, writers: dict[str, tupl
             if count < WINDOW:
                 break
     return deleted
+
+
+def _lsn(text: str) -> int:
+    """A PostgreSQL LSN (`16/B374D848`) as a number."""
+    high, low = text.split("/")
+    return (int(high, 16) << 32) + int(low, 16)
 
 
 async def _delete(run: Migration, writer: TableWriter, deletes: pa.RecordBatch) -> int:
@@ -195,3 +208,4 @@ async def _upsert(run: Migration, writer: TableWriter, stage: Stage, name: str, 
     progress.written, progress.failed, progress.batches = (checkpoint.rows_written, checkpoint.rows_failed,
                                                            checkpoint.batches)
     run._pass_rows += batch.rows - (len(failed) - len(batch.rejects))
+    run._check_reject_limit()

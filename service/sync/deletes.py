@@ -11,7 +11,7 @@ A 64-bit collision could only keep a deleted row (never delete a live one).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import replace
 
 import numpy as np
@@ -37,7 +37,7 @@ def _hashes(data: pa.RecordBatch, key: list[str], types: list[pa.DataType]) -> n
 
 
 async def gone_keys(source: Source, schema: TableSchema, target: Source, target_table: str,
-                    target_key: list[str] | None = None) -> AsyncIterator[pa.RecordBatch]:
+                    target_key: list[str] | None = None) -> AsyncGenerator[pa.RecordBatch, None]:
     """Batches of the keys (named as the source's key columns) that the target holds and the
     source no longer has. `target_key`: the target's names of those columns (default the same;
     a MongoDB target holds a one-column key as `_id`).

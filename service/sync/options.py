@@ -92,7 +92,7 @@ def table_problems(opts: SyncOptions, schemas: list[TableSchema], *, source_kind
                             "(PostgreSQL, SQLite and MongoDB sources can)")
         elif o.capture and source_kind not in ("postgresql", "mongodb"):
             problems.append(f"incremental.{name}.capture: change capture needs a PostgreSQL or MongoDB source")
-        if schema is not None and opts.detect_deletes and target_kind == "mongodb" and len(schema.key) > 1:
+        if schema is not None and opts.detect_deletes and o.cursor and target_kind == "mongodb" and len(schema.key) > 1:
             problems.append(f"detectDeletes: {name}'s key ({', '.join(schema.key)}) is an _id sub-document in "
                             "MongoDB; deletes are detected there by one-column keys only")
     if opts.enabled and target_kind == "csv":

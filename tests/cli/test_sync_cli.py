@@ -123,3 +123,21 @@ async def test_a_bad_every_exits_2_saying_what_a_duration_is(cli: Cli, spec: tup
     assert "--every" in result.stderr and every in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
     assert await rows(target) == []
+
+
+async def test_sync_cutover_makes_the_last_pass_verifies_deep_and_no_pass_follows(
+    cli: Cli, spec: tuple[Path, str, str]
+) -> None:
+    path, source, target = spec
+    assert (await cli.run("sync", str(path))).returncode == 0
+    await pg.execute(source, "UPDATE items SET name = 'last change', updated_at = now() WHERE id = 7")
+
+    done = await cli.run("sync", str(path), "--cutover")
+
+    assert done.returncode == 0, done.stderr
+    assert "Cut over: lag 0 row(s), verification OK" in done.stdout, done.stdout
+    assert await rows(target) == await rows(source)
+    again = await cli.run("sync", str(path))
+    assert again.returncode == 1 and "was cut over" in again.stderr, again.stderr
+    both = await cli.run("sync", str(path), "--cutover", "--every", "5s")
+    assert both.returncode == 2 and "--cutover" in both.stderr

@@ -286,7 +286,6 @@ async def _restore_before(conn: asyncpg.Connection, migration_id: str, table: st
         return []
     t = pgc.qualified(table)
     cols = ", ".join(pgc.quote_ident(k) for k in key)
-    picked = f"FROM {ledger.BEFORE} b WHERE b.migration_id = $1 AND b.table_name = $2"
     picked_keys = ", ".join(f"k.{pgc.quote_ident(c)}" for c in key)
     status = await conn.execute(
         f"DELETE FROM {t} WHERE ({cols}) IN (SELECT {picked_keys} FROM {ledger.BEFORE} b, "
@@ -298,9 +297,11 @@ async def _restore_before(conn: asyncpg.Connection, migration_id: str, table: st
         "SELECT attname FROM pg_attribute WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped "
         "AND attgenerated = '' ORDER BY attnum", t)]
     names = ", ".join(pgc.quote_ident(c) for c in columns)
-    values = ", ".join(f"(jsonb_populate_record(NULL::{t}, b.row)).{pgc.quote_ident(c)}" for c in columns)
-    status = await conn.execute(f"INSERT INTO {t} ({names}) OVERRIDING SYSTEM VALUE SELECT {values} {picked} "
-                                "AND b.row IS NOT NULL", migration_id, table, timeout=_BUILD_TIMEOUT)
+    values = ", ".join(f"r.{pgc.quote_ident(c)}" for c in columns)
+    status = await conn.execute(f"INSERT INTO {t} ({names}) OVERRIDING SYSTEM VALUE SELECT {values} "
+                                f"FROM {ledger.BEFORE} b, jsonb_populate_record(NULL::{t}, b.row) r "
+                                "WHERE b.migration_id = $1 AND b.table_name = $2 AND b.row IS NOT NULL",
+                                migration_id, table, timeout=_BUILD_TIMEOUT)
     restored = int(status.rsplit(" ", 1)[-1])
     if not removed and not restored:
         return []
@@ -325,6 +326,7 @@ class PostgresTableWriter:
     # and `soft_delete` (a boolean column) is set false on each row written.
     upsert: bool = False
     soft_delete: str | None = None
+    _generated: frozenset[str] | set[str] = frozenset()  # the target's generated columns (prepare_sync)
 
     def __init__(
         self,
@@ -424,9 +426,10 @@ class PostgresTableWriter:
             await self._stage(conn, "_migrator_up", self._columns)
             await conn.copy_to_table("_migrator_up", source=_once(payload), columns=self._columns, format=fmt)
             await self._save_before(conn, "_migrator_up")
-            cols = ", ".join(pgc.quote_ident(c) for c in self._columns)
+            written = [c for c in self._columns if c not in self._generated]  # generated ones compute themselves
+            cols = ", ".join(pgc.quote_ident(c) for c in written)
             keys = ", ".join(pgc.quote_ident(k) for k in self.schema.key)
-            sets = [f"{pgc.quote_ident(c)} = EXCLUDED.{pgc.quote_ident(c)}" for c in self._columns
+            sets = [f"{pgc.quote_ident(c)} = EXCLUDED.{pgc.quote_ident(c)}" for c in written
                     if c not in self.schema.key]
             if self.soft_delete and self.soft_delete not in self._columns:
                 sets.append(f"{pgc.quote_ident(self.soft_delete)} = false")
@@ -585,8 +588,14 @@ class PostgresTableWriter:
         """The before-image table (into a table the run did not create), and the `soft_delete` flag
         column (boolean NOT NULL DEFAULT false) when missing."""
         async with self._pool.acquire() as conn:
+            self._generated = {r[0] for r in await conn.fetch(
+                "SELECT attname FROM pg_attribute WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped "
+                "AND attgenerated <> ''", pgc.qualified(self.schema.name))}
             if not self.created:
-                await conn.execute(ledger.before_ddl())
+                try:  # tables of one level may open at once (parallelTables): one of them creates it
+                    await conn.execute(ledger.before_ddl())
+                except (asyncpg.DuplicateTableError, asyncpg.UniqueViolationError):
+                    pass
             if self.soft_delete and self.soft_delete not in self.schema.column_names:
                 await conn.execute(f"ALTER TABLE {pgc.qualified(self.schema.name)} ADD COLUMN IF NOT EXISTS "
                                    f"{pgc.quote_ident(self.soft_delete)} boolean NOT NULL DEFAULT false")
