@@ -89,6 +89,13 @@ async def _control(request: web.Request,
     return ok({"migrationId": record.id, "status": await act(manager, record.id, data)})
 
 
+def _only(data: dict[str, object], allowed: set[str], takes: str) -> None:
+    """400 naming the first field of `data` outside `allowed`; `takes` says what the verb takes."""
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise InvalidInput(f"{takes}, not {', '.join(unknown)}", details={"field": unknown[0]})
+
+
 def _urls(data: dict[str, object]) -> dict[str, str]:
     """URLs sent again with resume (when the stored ones had a literal password, masked at rest)."""
     return {k: v for k in ("sourceDB", "targetDB") if (v := string_field(data, k, required=False))}
@@ -200,10 +207,8 @@ async def events(request: web.Request) -> web.WebSocketResponse:
 
 async def verify(request: web.Request) -> web.Response:
     data = await body(request)
-    unknown = sorted(set(data) - {"deep", "sourceDB", "targetDB"})
-    if unknown:
-        raise InvalidInput(f"verify takes deep (and sourceDB/targetDB when their passwords are masked), not "
-                           f"{', '.join(unknown)}", details={"field": unknown[0]})
+    _only(data, {"deep", "sourceDB", "targetDB"}, "verify takes deep (and sourceDB/targetDB when their passwords are "
+                                                  "masked)")
     deep = data.get("deep", False)
     if not isinstance(deep, bool):
         raise InvalidInput(f"deep must be true or false, not {deep!r}", details={"field": "deep"})
@@ -218,10 +223,8 @@ async def rollback(request: web.Request) -> web.Response:
 
 async def sync(request: web.Request) -> web.Response:
     data = await body(request)
-    unknown = sorted(set(data) - {"every", "sourceDB", "targetDB"})
-    if unknown:
-        raise InvalidInput(f"sync takes every (seconds between passes; none: one pass), and sourceDB/targetDB when "
-                           f"their passwords are masked, not {', '.join(unknown)}", details={"field": unknown[0]})
+    _only(data, {"every", "sourceDB", "targetDB"}, "sync takes every (seconds between passes; none: one pass), and "
+                                                   "sourceDB/targetDB when their passwords are masked")
     every = data.get("every")
     if every is not None and (isinstance(every, bool) or not isinstance(every, int | float) or not 1 <= every <= 86400):
         raise InvalidInput(f"every must be a number of seconds from 1 to 86400 (or null for one pass), not {every!r}",
@@ -236,10 +239,7 @@ async def sync(request: web.Request) -> web.Response:
 
 async def cutover(request: web.Request) -> web.Response:
     data = await body(request)
-    unknown = sorted(set(data) - {"sourceDB", "targetDB"})
-    if unknown:
-        raise InvalidInput(f"cutover takes only sourceDB/targetDB (when their passwords are masked), not "
-                           f"{', '.join(unknown)}", details={"field": unknown[0]})
+    _only(data, {"sourceDB", "targetDB"}, "cutover takes only sourceDB/targetDB (when their passwords are masked)")
     manager = request.app[MANAGER]
     record = await manager.record(_id(request))
     return ok(await manager.cutover(record.id, _urls(data)))

@@ -11,7 +11,7 @@ import pytest
 from tests.conftest import NewDatabase
 from tests.support import pg
 from tests.support.bigtable import create_big_table
-from tests.support.cli import Cli
+from tests.support.cli import Cli, stopped
 
 ROWS = 200_000
 
@@ -29,9 +29,7 @@ async def test_sigterm_stops_the_run_with_exit_130_and_the_same_command_resumes_
                 if proc.returncode is not None:
                     pytest.fail(f"migrator ended (exit {proc.returncode}) before any row was committed")
                 await asyncio.sleep(0.005)
-        proc.send_signal(signal.SIGTERM)
-        async with asyncio.timeout(5):
-            returncode = await proc.wait()
+        returncode = await stopped(proc, signal.SIGTERM, 5)
     finally:
         if proc.returncode is None:
             proc.kill()

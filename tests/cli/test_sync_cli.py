@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import NewDatabase
 from tests.support import pg
-from tests.support.cli import Cli
+from tests.support.cli import Cli, stopped
 
 ITEMS = "CREATE TABLE items (id int PRIMARY KEY, name text, updated_at timestamptz NOT NULL DEFAULT now())"
 
@@ -94,9 +94,7 @@ async def test_sync_every_keeps_the_target_level_until_a_signal_which_exits_130(
             pytest.fail(f"the target did not catch up with the source within 20 s: {cli.output()}")
         await asyncio.sleep(0.3)
         assert proc.returncode is None, f"migrator sync --every ended by itself: {cli.output()}"
-        proc.send_signal(stop)
-        async with asyncio.timeout(10):
-            returncode = await proc.wait()
+        returncode = await stopped(proc, stop, 10)
     finally:
         if proc.returncode is None:
             proc.kill()

@@ -64,6 +64,13 @@ class Cli:
         return Result(returncode, *self.output())
 
 
+async def stopped(proc: asyncio.subprocess.Process, how: signal.Signals, timeout: float) -> int:
+    """Send `how` to a running `migrator` and return its exit status (it must end within `timeout` s)."""
+    proc.send_signal(how)
+    async with asyncio.timeout(timeout):
+        return await proc.wait()
+
+
 async def kill_when(cli: Cli, args: tuple[str, ...], committed: Callable[[], Awaitable[int]]) -> int:
     """Start `migrator ARGS`, SIGKILL it as soon as some rows are committed; returns that count."""
     proc = await cli.start(*args)
