@@ -618,7 +618,9 @@ class PostgresTableWriter:
             except asyncpg.PostgresError as exc:
                 what = f"adding the primary key ({cols}) to" if add_key else "the final commit of"
                 raise EndpointError(f"{what} {self.schema.name} failed: {pgc.server_message(exc)}") from exc
-            if not self.created or self._source.native_kind != "postgresql":
+            if not self.created:
+                return await self._advance_sequences(conn)
+            if self._source.native_kind != "postgresql":
                 return []
             warnings = []
             for index in self._source.indexes:
@@ -633,6 +635,27 @@ class PostgresTableWriter:
                 except asyncpg.PostgresError as exc:
                     warnings.append(f"{self.schema.name}: index {index.name} not created: {pgc.server_message(exc)}")
             return warnings
+
+    async def _advance_sequences(self, conn: asyncpg.Connection) -> list[str]:
+        """In a table the run did not create, the sequences of identity and serial columns it wrote
+        values into move past the highest value, so that the application's next insert (after a
+        cutover) does not collide with a copied row. Sequences never move back."""
+        table = pgc.qualified(self.schema.name)
+        owned = await conn.fetch("SELECT attname, pg_get_serial_sequence($1, attname) FROM pg_attribute "
+                                 "WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped "
+                                 "AND pg_get_serial_sequence($1, attname) IS NOT NULL", table)
+        notes = []
+        for column, sequence in owned:
+            if column not in self._columns:
+                continue
+            moved = await conn.fetchval(
+                f"SELECT setval($1::regclass, m) FROM (SELECT max({pgc.quote_ident(column)}) AS m FROM {table}) s "
+                "WHERE m IS NOT NULL AND m > coalesce(pg_sequence_last_value($1::regclass), 0)", sequence,
+                timeout=_BUILD_TIMEOUT)
+            if moved is not None:
+                notes.append(f"{self.schema.name}.{column}: its sequence {sequence} now goes on after {moved}, the "
+                             "highest value copied")
+        return notes
 
     async def close(self) -> None:
         try:  # a connection a stalled network holds would keep a graceful close waiting
