@@ -129,7 +129,7 @@ async def _drain_slot(run: Migration, writers: dict[str, tuple[TableWriter, Stag
                 if name in changes.tables:
                     deleted += await _delete(run, writers[name][0], changes.tables[name].deletes)
             for name in by_name:
-                if name in changes.tables:
+                if name in changes.tables and not await _applied(writers[name][0], position):
                     await _upsert(run, *writers[name], name, changes.tables[name].upserts, position)
             for writer, _ in writers.values():  # one synchronous commit flushes every earlier one
                 await _durable(writer)
@@ -153,16 +153,23 @@ async def _drain_streams(run: Migration, source: Source, writers: dict[str, tupl
         while True:
             upserts, deletes, token, count, rejects = await source.changes(  # type: ignore[attr-defined]
                 schema, str(table["token"]), WINDOW)
-            if count:
+            position: list[str | int | float | None] = [f"#{run.sync.pass_no}", token]
+            if count and not await _applied(writers[schema.name][0], position):
                 deleted += await _delete(run, writers[schema.name][0], deletes)
-                await _upsert(run, *writers[schema.name], schema.name, upserts, [f"#{run.sync.pass_no}", token],
-                              rejects)
+                await _upsert(run, *writers[schema.name], schema.name, upserts, position, rejects)
                 await _durable(writers[schema.name][0])
             table["token"] = token
             await run._save_sync()
             if count < WINDOW:
                 break
     return deleted
+
+
+async def _applied(writer: TableWriter, position: list[str | int | float | None]) -> bool:
+    """Whether the target already committed this window for this table (a window replayed after a
+    crash: writing it again would change nothing but count its rows and rejects twice)."""
+    committed = await writer.reconcile(None)
+    return committed is not None and committed.position == position
 
 
 def _lsn(text: str) -> int:
