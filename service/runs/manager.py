@@ -231,37 +231,33 @@ class RunManager:
         meanwhile."""
         async with self._control:
             record = await self.record(migration_id)
-            entry = self._entries.get(record.id)
-            if entry is not None and entry.cutting_over:
+            known = self._entries.get(record.id)
+            running = known is not None and known.task is not None and not known.task.done()
+            entry = known if running and known is not None else self._entry(record, urls)  # (the guard holds)
+            if entry.cutting_over:
                 raise WrongState(f"migration {record.id} is being cut over already")
-            running = entry is not None and entry.task is not None and not entry.task.done()
             if running:
-                assert entry is not None and entry.run is not None
+                assert entry.run is not None
                 if entry.stopping is None:
                     raise WrongState(f"migration {record.id} is {record.status}: wait for it to end, then cut over")
                 if entry.run.status in ("pausing", "paused"):
                     await entry.run.resume()  # a paused sync would never reach its last pass
-            if entry is not None:
-                entry.cutting_over = True
+            entry.cutting_over = True
         try:
-            assert entry is None or entry.task is not None or not running
-            if running and entry is not None and entry.every is not None:
+            if running and entry.every is not None:
                 assert entry.task is not None and entry.stopping is not None
                 entry.stopping.set()  # its last pass starts after this request, and cuts over
                 await asyncio.wait({entry.task})
             else:
-                if running and entry is not None and entry.task is not None:
+                if running and entry.task is not None:
                     await asyncio.wait({entry.task})  # a one-shot pass may have begun before the writes stopped
-                run = await self.sync(record.id, None, urls, cutting_over=True)
-                entry = self._entries[record.id]
+                await self.sync(record.id, None, urls, cutting_over=True)  # (the same entry)
                 assert entry.task is not None
                 await asyncio.wait({entry.task})
-                del run
-            assert entry is not None and entry.run is not None
+            assert entry.run is not None
             return await entry.run.cut_over(lambda: self.verify(record.id, deep=True, urls=urls))
         finally:
-            if entry is not None:
-                entry.cutting_over = False
+            entry.cutting_over = False
 
     async def pause(self, migration_id: str) -> str:
         async with self._control:
@@ -270,6 +266,8 @@ class RunManager:
     async def _pause(self, migration_id: str) -> str:
         record = await self.record(migration_id)
         entry = self._entries.get(record.id)
+        if entry is not None and entry.cutting_over:
+            raise WrongState(f"migration {record.id} is being cut over: its last pass is not paused")
         run = entry.run if entry and entry.task and not entry.task.done() else None
         if run is None or run.status not in RUNNING:
             raise WrongState(f"migration {record.id} is {record.status}; only an executing migration can be paused")
@@ -358,6 +356,8 @@ class RunManager:
             entry = self._entries.get(record.id)
             if entry and entry.task and not entry.task.done():
                 raise WrongState(f"migration {record.id} is {record.status}: cancel it first, then roll it back")
+            if entry and entry.cutting_over:
+                raise WrongState(f"migration {record.id} is being cut over")
             entry = self._entry(record, urls, need=("targetDB",))  # a rollback never reads the source
             spec = entry.spec or self._stored_spec(record, entry)
             target = self._endpoint("targetDB", spec.target)

@@ -249,10 +249,12 @@ class Migration:
             if captured - done:  # every captured table (their changes share one slot), parents first
                 await apply_captured(self, source, sink, [by_name[n] for level in levels for n in level
                                                           if n in captured])
-            if not spec.sync.enabled or self.cutting_over:  # a sync's target takes its keys at cutover
-                await self._add_foreign_keys(sink, schemas)
             if self.sync is not None:
                 await self._sync_end(source, sink, schemas)
+            # A sync's target takes its keys at the cutover — once the last pass caught up (a refused
+            # cutover leaves none behind: rows arriving table by table would break them).
+            if not spec.sync.enabled or (self.cutting_over and self.sync is not None and not self.sync.lag_rows):
+                await self._add_foreign_keys(sink, schemas)
         except asyncio.CancelledError:
             for p in self.tables.values():
                 if p.status is TableStatus.RUNNING:

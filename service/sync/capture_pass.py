@@ -84,7 +84,8 @@ async def apply_captured(run: Migration, source: Source, sink: Sink, schemas: li
             await run._sync_writer(writer, schema)
             writers[schema.name] = (writer, QualityStage(quality, ConformStage(quality.schema, writer.schema)))
             progress = run.tables[schema.name]
-            stored = await run.store.load_checkpoint(run.id, schema.name)  # the counts go on from the last pass
+            # The counts go on from the target's own checkpoint (exact even when the store lags a window).
+            stored = await writer.reconcile(await run.store.load_checkpoint(run.id, schema.name))
             if stored is not None:
                 progress.written, progress.failed, progress.batches = (stored.rows_written, stored.rows_failed,
                                                                        stored.batches)
@@ -95,6 +96,9 @@ async def apply_captured(run: Migration, source: Source, sink: Sink, schemas: li
             deleted = await _drain_slot(run, writers, schemas)
         else:
             deleted = await _drain_streams(run, source, writers, schemas)
+        for name, (writer, _) in writers.items():  # all committed: the final commit, sequences moved on
+            for warning in await writer.finish():
+                await run._log("WARNING", warning, table=name)
         for name in writers:
             progress = run.tables[name]
             progress.status = TableStatus.COMPLETED
@@ -125,12 +129,12 @@ async def _drain_slot(run: Migration, writers: dict[str, tuple[TableWriter, Stag
             if changes.lsn is None:
                 break
             position: list[str | int | float | None] = [f"#{n}", changes.lsn]
-            for name in reversed(by_name):
-                if name in changes.tables:
-                    deleted += await _delete(run, writers[name][0], changes.tables[name].deletes)
-            for name in by_name:
+            for name in by_name:  # parents first: a moved child finds its new parent
                 if name in changes.tables and not await _applied(writers[name][0], position):
                     await _upsert(run, *writers[name], name, changes.tables[name].upserts, position)
+            for name in reversed(by_name):  # then children first: a parent goes once nothing points at it
+                if name in changes.tables:
+                    deleted += await _delete(run, writers[name][0], changes.tables[name].deletes)
             for writer, _ in writers.values():  # one synchronous commit flushes every earlier one
                 await _durable(writer)
                 break
@@ -153,10 +157,11 @@ async def _drain_streams(run: Migration, source: Source, writers: dict[str, tupl
         while True:
             upserts, deletes, token, count, rejects = await source.changes(  # type: ignore[attr-defined]
                 schema, str(table["token"]), WINDOW)
+            await run.gate.passage()
             position: list[str | int | float | None] = [f"#{run.sync.pass_no}", token]
             if count and not await _applied(writers[schema.name][0], position):
-                deleted += await _delete(run, writers[schema.name][0], deletes)
                 await _upsert(run, *writers[schema.name], schema.name, upserts, position, rejects)
+                deleted += await _delete(run, writers[schema.name][0], deletes)
                 await _durable(writers[schema.name][0])
             table["token"] = token
             await run._save_sync()

@@ -23,13 +23,14 @@ async def sync_pass(store: StateStore, spec: Mapping[str, object], data_dir: Pat
     return migration
 
 
-async def cut_over(store: StateStore, spec: Mapping[str, object], data_dir: Path) -> dict[str, object]:
+async def cut_over(store: StateStore, spec: Mapping[str, object], data_dir: Path,
+                   listeners: list[Listener] | None = None) -> dict[str, object]:
     """The last pass of `spec`'s migration, with the foreign keys, then the deep verification and the
     slot dropped (Migration.cut_over, as POST /cutover and `migrator sync --cutover` do)."""
     parsed = MigrationSpec.from_dict(dict(spec))
     endpoints = resolve(parsed, data_dir)
     record, _ = await find_for_sync(store, parsed, endpoints)
-    migration = Migration(record, parsed, endpoints, store)
+    migration = Migration(record, parsed, endpoints, store, listeners=listeners)
     migration.cutting_over = True
     await migration.keep_in_sync(None)
 

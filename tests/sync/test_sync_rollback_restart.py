@@ -14,7 +14,7 @@ from service.runs.rollback import roll_back
 from service.runs.spec import MigrationSpec
 from service.store.base import StateStore
 from tests.support.pg import execute, fetch
-from tests.sync.support import sync_pass
+from tests.sync.support import cut_over, sync_pass
 
 ITEMS = ("CREATE TABLE items (id int PRIMARY KEY, name text, updated_at timestamptz NOT NULL DEFAULT now())")
 
@@ -140,3 +140,33 @@ async def test_after_a_copy_into_a_table_with_a_sequence_the_application_s_next_
     await sync_pass(store, spec, data_dir)
 
     assert await fetch(target, "INSERT INTO items (name) VALUES ('the application') RETURNING id") == [(51,)]
+
+
+async def test_a_cutover_refused_because_the_source_changed_adds_no_foreign_keys_and_a_second_one_does(
+    store: StateStore, data_dir: Path, new_pg_db
+) -> None:
+    source, target = await new_pg_db(), await new_pg_db()
+    await execute(source, "CREATE TABLE parents (id int PRIMARY KEY, updated_at timestamptz NOT NULL DEFAULT now())",
+                  "CREATE TABLE children (id int PRIMARY KEY, parent_id int REFERENCES parents, "
+                  "updated_at timestamptz NOT NULL DEFAULT now())",
+                  "INSERT INTO parents (id) SELECT generate_series(1, 10)",
+                  "INSERT INTO children (id, parent_id) SELECT i, i FROM generate_series(1, 10) i")
+    spec = {"source": source, "target": target, "batchSize": 5, "parallelBatches": 1,
+            "incremental": {"parents": {"cursor": "updated_at"}, "children": {"cursor": "updated_at"}}}
+    await sync_pass(store, spec, data_dir)
+    writes: list[asyncio.Task[None]] = []
+
+    def the_source_goes_on(event: Event) -> None:  # during the cutover's last pass
+        if isinstance(event, BatchCommitted) and not writes:
+            writes.append(asyncio.ensure_future(execute(
+                source, "INSERT INTO parents (id, updated_at) VALUES (11, now() + interval '1 hour')")))
+
+    refused = await cut_over(store, spec, data_dir, listeners=[the_source_goes_on])
+    await asyncio.gather(*writes)
+
+    assert refused["ok"] is False and refused["lagRows"] == 1 and "stop writing" in str(refused["message"])
+    assert await fetch(target, "SELECT count(*) FROM pg_constraint WHERE contype = 'f'") == [(0,)]
+    done = await cut_over(store, spec, data_dir)
+    assert (done["ok"], done["lagRows"]) == (True, 0)
+    assert await fetch(target, "SELECT count(*) FROM pg_constraint WHERE contype = 'f' AND convalidated") == [(1,)]
+    assert await fetch(target, "SELECT count(*) FROM parents") == [(11,)]

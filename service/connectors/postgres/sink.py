@@ -220,16 +220,17 @@ class PostgresSink:
             return []
         notes: list[tuple[str, str]] = []
         for key in keys:
-            exists = await conn.fetchval("SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass($1) AND conname = $2",
-                                         pgc.qualified(table), key.name)
-            if exists:
+            valid = await conn.fetchval("SELECT convalidated FROM pg_constraint WHERE conrelid = to_regclass($1) "
+                                        "AND conname = $2", pgc.qualified(table), key.name)
+            if valid:
                 continue
             what = f"{table}: foreign key {key.name} ({', '.join(key.columns)}) → {key.table}"
-            try:
-                await conn.execute(_foreign_key_sql(table, key), timeout=_BUILD_TIMEOUT)  # may wait for locks
-            except asyncpg.PostgresError as exc:
-                notes.append(("WARNING", f"{what} not added: {pgc.server_message(exc)}"))
-                continue
+            if valid is None:  # (a key added NOT VALID before — a resumed run — is validated again below)
+                try:
+                    await conn.execute(_foreign_key_sql(table, key), timeout=_BUILD_TIMEOUT)  # may wait for locks
+                except asyncpg.PostgresError as exc:
+                    notes.append(("WARNING", f"{what} not added: {pgc.server_message(exc)}"))
+                    continue
             try:
                 await conn.execute(f"ALTER TABLE {pgc.qualified(table)} VALIDATE CONSTRAINT {pgc.quote_ident(key.name)}",
                                    timeout=_BUILD_TIMEOUT)
@@ -327,6 +328,7 @@ class PostgresTableWriter:
     upsert: bool = False
     soft_delete: str | None = None
     _generated: frozenset[str] | set[str] = frozenset()  # the target's generated columns (prepare_sync)
+    _always: frozenset[str] | set[str] = frozenset()  # … and its GENERATED ALWAYS identity columns
 
     def __init__(
         self,
@@ -429,8 +431,8 @@ class PostgresTableWriter:
             written = [c for c in self._columns if c not in self._generated]  # generated ones compute themselves
             cols = ", ".join(pgc.quote_ident(c) for c in written)
             keys = ", ".join(pgc.quote_ident(k) for k in self.schema.key)
-            sets = [f"{pgc.quote_ident(c)} = EXCLUDED.{pgc.quote_ident(c)}" for c in written
-                    if c not in self.schema.key]
+            sets = [f"{pgc.quote_ident(c)} = EXCLUDED.{pgc.quote_ident(c)}" for c in written  # (an ALWAYS
+                    if c not in self.schema.key and c not in self._always]  # identity takes no UPDATE)
             if self.soft_delete and self.soft_delete not in self._columns:
                 sets.append(f"{pgc.quote_ident(self.soft_delete)} = false")
             # OVERRIDING SYSTEM VALUE: the source's values go into identity columns, as COPY puts them.
@@ -588,9 +590,12 @@ class PostgresTableWriter:
         """The before-image table (into a table the run did not create), and the `soft_delete` flag
         column (boolean NOT NULL DEFAULT false) when missing."""
         async with self._pool.acquire() as conn:
-            self._generated = {r[0] for r in await conn.fetch(
-                "SELECT attname FROM pg_attribute WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped "
-                "AND attgenerated <> ''", pgc.qualified(self.schema.name))}
+            special = await conn.fetch(
+                "SELECT attname, attgenerated <> '' AS generated, attidentity = 'a' AS always FROM pg_attribute "
+                "WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped "
+                "AND (attgenerated <> '' OR attidentity = 'a')", pgc.qualified(self.schema.name))
+            self._generated = {r["attname"] for r in special if r["generated"]}
+            self._always = {r["attname"] for r in special if r["always"]}
             if not self.created:
                 try:  # tables of one level may open at once (parallelTables): one of them creates it
                     await conn.execute(ledger.before_ddl())
@@ -648,10 +653,17 @@ class PostgresTableWriter:
         for column, sequence in owned:
             if column not in self._columns:
                 continue
-            moved = await conn.fetchval(
-                f"SELECT setval($1::regclass, m) FROM (SELECT max({pgc.quote_ident(column)}) AS m FROM {table}) s "
-                "WHERE m IS NOT NULL AND m > coalesce(pg_sequence_last_value($1::regclass), 0)", sequence,
-                timeout=_BUILD_TIMEOUT)
+            try:
+                # `sequence` is the server's own quoted name (pg_get_serial_sequence). Move it only
+                # when its next value would not be past the highest value copied.
+                moved = await conn.fetchval(
+                    f"SELECT setval($1::regclass, m) FROM (SELECT max({pgc.quote_ident(column)}) AS m FROM {table}) s, "
+                    f"{sequence} q WHERE m IS NOT NULL AND m >= q.last_value + (CASE WHEN q.is_called THEN 1 ELSE 0 END)",
+                    sequence, timeout=_BUILD_TIMEOUT)
+            except asyncpg.PostgresError as exc:  # e.g. no right to the sequence: the rows are in all the same
+                notes.append(f"{self.schema.name}.{column}: its sequence {sequence} could not be moved past the "
+                             f"values copied ({pgc.server_message(exc)}); the application's next inserts may collide")
+                continue
             if moved is not None:
                 notes.append(f"{self.schema.name}.{column}: its sequence {sequence} now goes on after {moved}, the "
                              "highest value copied")
