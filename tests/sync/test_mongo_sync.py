@@ -6,11 +6,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from pymongo import AsyncMongoClient
-
 from service.runs.migration import resolve
 from service.runs.rollback import roll_back
 from service.store.base import StateStore
+from tests.support.mongodocs import database
 from tests.support.pg import execute, fetch
 from tests.sync.support import sync_pass
 
@@ -21,9 +20,8 @@ async def test_a_mongodb_source_synced_by_a_date_field_and_deletes_detected(
     store: StateStore, data_dir: Path, mongo_url: str, new_pg_db
 ) -> None:
     target = await new_pg_db()
-    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(mongo_url)
-    try:
-        events = client.get_default_database().events
+    async with database(mongo_url) as db:
+        events = db.events
         await events.insert_many([{"_id": i, "kind": f"k{i % 3}", "at": T0 + timedelta(seconds=i)}
                                   for i in range(1, 201)])
         spec = {"source": mongo_url, "target": target, "batchSize": 30,
@@ -43,8 +41,6 @@ async def test_a_mongodb_source_synced_by_a_date_field_and_deletes_detected(
         assert len(rows) == 200 and (5, "changed") in rows and (201, "new") in rows and 7 not in [r[0] for r in rows]
         assert second.sync is not None and second.sync.history[-1]["deleted"] == 1
         assert second.sync.history[-1]["rows"] <= 4  # the three changed documents and the one at the old mark
-    finally:
-        await client.close()
 
 
 async def test_a_postgresql_source_synced_into_mongodb_replaces_documents_by_id(
@@ -58,11 +54,8 @@ async def test_a_postgresql_source_synced_into_mongodb_replaces_documents_by_id(
     await execute(source, "UPDATE people SET name = 'renamed', seen = 1000 WHERE id = 10",
                   "INSERT INTO people VALUES (101, 'new', 1001)")
     await sync_pass(store, spec, data_dir)
-    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(mongo_url)
-    try:
-        docs = sorted(await client.get_default_database().people.find({}, {"name": 1}).to_list(), key=lambda d: d["_id"])
-    finally:
-        await client.close()
+    async with database(mongo_url) as db:
+        docs = sorted(await db.people.find({}, {"name": 1}).to_list(), key=lambda d: d["_id"])
     assert len(docs) == 101
     assert docs[9] == {"_id": 10, "name": "renamed"} and docs[100] == {"_id": 101, "name": "new"}
 
@@ -71,9 +64,8 @@ async def test_a_mongodb_collection_followed_by_its_change_stream(  # (the stand
     store: StateStore, data_dir: Path, mongo_url: str, new_pg_db
 ) -> None:
     target = await new_pg_db()
-    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(mongo_url)
-    try:
-        orders = client.get_default_database().orders
+    async with database(mongo_url) as db:
+        orders = db.orders
         await orders.insert_many([{"_id": i, "status": "new", "total": i * 2} for i in range(1, 101)])
         spec = {"source": mongo_url, "target": target, "incremental": {"orders": {"capture": True}}}
         await sync_pass(store, spec, data_dir)
@@ -83,11 +75,8 @@ async def test_a_mongodb_collection_followed_by_its_change_stream(  # (the stand
         await orders.replace_one({"_id": 9}, {"status": "replaced", "total": 0})
         second = await sync_pass(store, spec, data_dir)
         expected = sorted([(d["_id"], d["status"], d["total"]) async for d in orders.find({})])
-    finally:
-        await client.close()
     assert await fetch(target, "SELECT _id, status, total FROM orders ORDER BY _id") == expected
     assert second.sync is not None and second.sync.history[-1]["deleted"] == 2
-
 
 
 async def test_deletes_reach_a_mongodb_target_and_a_rollback_restores_the_documents_it_had(
@@ -96,9 +85,8 @@ async def test_deletes_reach_a_mongodb_target_and_a_rollback_restores_the_docume
     source = await new_pg_db()
     await execute(source, "CREATE TABLE people (id int PRIMARY KEY, name text, seen bigint NOT NULL)",
                   "INSERT INTO people SELECT i, 'p' || i, i FROM generate_series(1, 20) i")
-    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(mongo_url)
-    people = client.get_default_database().people
-    try:
+    async with database(mongo_url) as db:
+        people = db.people
         await people.insert_many([{"_id": 3, "name": "the target's own 3", "seen": 0},
                                   {"_id": 99, "name": "only in the target", "seen": 0}])
         before = sorted(await people.find({}).to_list(), key=lambda d: d["_id"])
@@ -115,5 +103,3 @@ async def test_deletes_reach_a_mongodb_target_and_a_rollback_restores_the_docume
         endpoints = resolve(last.spec, data_dir)
         await roll_back(store, record, last.spec, endpoints.target, source=endpoints.source)
         assert sorted(await people.find({}).to_list(), key=lambda d: d["_id"]) == before
-    finally:
-        await client.close()
