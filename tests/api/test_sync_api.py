@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 from aiohttp import WSMsgType
 
+from tests.api.conftest import ENDED
+from tests.api.test_websocket import EVENTS
 from tests.conftest import NewDatabase
 from tests.support import pg
 from tests.support.api import AUTH, Api
 
-EVENTS = "/api/migrations/events"
-ENDED = ("completed", "failed", "cancelled", "interrupted", "rolled_back")
 ITEMS = "CREATE TABLE items (id int PRIMARY KEY, name text, updated_at timestamptz NOT NULL DEFAULT now())"
 Rows = list[tuple[object, ...]]
 

@@ -167,16 +167,16 @@ async def test_a_sync_pass_killed_midway_is_finished_exactly_by_the_next_sync(
             proc = await cli.start("sync", str(path))
             await printed(cli, proc, "Syncing migration", 20)
             await asyncio.sleep(0.3)
-            if proc.returncode is None:
-                proc.send_signal(signal.SIGKILL)
+            if proc.returncode is not None:
+                pytest.skip("the change-capture pass ended before it could be killed; nothing was tested")
+            proc.send_signal(signal.SIGKILL)
             await proc.wait()
         else:
             await kill_when(cli, ("sync", str(path)), updated)
             assert 0 < await updated() < 30000
         again = await cli.run("sync", str(path))
         assert again.returncode == 0, again.stderr
-        # The killed pass, finished — not a new one (a capture pass may have ended before the kill).
-        assert "sync pass 1" in again.stdout or (capture and "sync pass 2" in again.stdout), again.stdout
+        assert "sync pass 1" in again.stdout, again.stdout  # the killed pass, finished: not a new one
         assert await rows(target) == await rows(source)
     finally:
         if capture:

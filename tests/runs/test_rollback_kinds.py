@@ -19,7 +19,7 @@ from service.runs.rollback import roll_back
 from service.store.base import StateStore
 from tests.support import pg
 from tests.support.bigtable import create_big_table
-from tests.support.mongodocs import database, id_order, insert
+from tests.support.mongodocs import UTC, database, id_order, insert
 from tests.support.runs import migrate, run_until_committed, stop
 
 ROWS = 3_000
@@ -202,7 +202,6 @@ async def test_sqlite_rows_inserted_into_a_table_that_held_rows_are_deleted_and_
 # -- MongoDB --------------------------------------------------------------------------------------
 
 MongoState = dict[str, list[str]]
-UTC = dt.UTC
 
 
 async def mongo_state(url: str) -> MongoState:

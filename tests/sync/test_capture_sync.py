@@ -41,8 +41,8 @@ async def test_inserts_updates_and_deletes_flow_through_the_slot_and_rollback_dr
                 source, "SET synchronous_commit = on; UPDATE accounts SET owner = 'during the copy' WHERE id = 1")))
 
     first = await sync_pass(store, spec, data_dir, listeners=[change_during_the_copy])
+    assert during, "no batch was committed: the update was never made during the copy"
     await asyncio.gather(*during)
-    assert await fetch(target, "SELECT owner FROM accounts WHERE id = 1") in ([("owner 1",)], [("during the copy",)])
     assert first.sync is not None and first.sync.slot is not None
     slot = first.sync.slot
     assert await fetchval(source, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1", slot) == 1
