@@ -95,6 +95,11 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _resolve(spec: MigrationSpec, settings: Settings) -> Endpoints:
+    """The spec's endpoints, database hosts checked against MIGRATOR_ALLOWED_HOSTS."""
+    return resolve(spec, settings.data_dir, hosts=HostPolicy(settings.allowed_hosts))
+
+
 def _duration(text: str) -> float:
     """`10s`, `5m`, `1h` or plain seconds, from 1 s to a day."""
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", text)
@@ -150,7 +155,7 @@ async def _plan(args: argparse.Namespace, settings: Settings, console: Console) 
     from service.plan.planner import make_plan
 
     spec = _spec(args)
-    endpoints = resolve(spec, settings.data_dir, hosts=HostPolicy(settings.allowed_hosts))
+    endpoints = _resolve(spec, settings)
     plan = await make_plan(spec, endpoints.source, endpoints.target)
     if args.json:
         print(orjson.dumps(plan, option=orjson.OPT_INDENT_2).decode())
@@ -179,7 +184,7 @@ async def _verify(args: argparse.Namespace, settings: Settings, console: Console
     from service.verify.report import markdown
 
     spec = _spec(args)
-    endpoints = resolve(spec, settings.data_dir, hosts=HostPolicy(settings.allowed_hosts))
+    endpoints = _resolve(spec, settings)
     store = await open_state_store(settings.state_url)
     try:
         record = await store.find_latest(spec.fingerprint())
@@ -211,7 +216,7 @@ async def _rollback(args: argparse.Namespace, settings: Settings, console: Conso
                                "with --target URL")
         options = {k: v for k, v in record.spec.items() if k not in ("source", "target")}
         spec = MigrationSpec.from_dict({"source": str(record.spec.get("source", "")), "target": target, **options})
-        endpoints = resolve(spec, settings.data_dir, hosts=HostPolicy(settings.allowed_hosts))
+        endpoints = _resolve(spec, settings)
         console.print(f"Rolling back migration {record.id} ({record.status}) in {endpoints.target.masked} …",
                       soft_wrap=True)
         done = await roll_back(store, record, spec, endpoints.target, force=args.force, source=endpoints.source)
@@ -225,7 +230,7 @@ async def _rollback(args: argparse.Namespace, settings: Settings, console: Conso
 
 async def _run(args: argparse.Namespace, settings: Settings, console: Console) -> int:
     spec = _spec(args)
-    endpoints = resolve(spec, settings.data_dir, hosts=HostPolicy(settings.allowed_hosts))
+    endpoints = _resolve(spec, settings)
     if args.dry_run:
         if args.sample < 1:
             raise InvalidInput("--sample must be at least 1")
@@ -284,7 +289,7 @@ async def _sync(args: argparse.Namespace, settings: Settings, console: Console) 
     if not spec.sync.enabled:
         raise InvalidInput("the spec has no incremental tables: add incremental: {table: {cursor: column}} "
                            "(or {capture: true} for PostgreSQL change capture)")
-    endpoints = resolve(spec, settings.data_dir, hosts=HostPolicy(settings.allowed_hosts))
+    endpoints = _resolve(spec, settings)
     store = await open_state_store(settings.state_url)
     try:
         record, existing = await find_for_sync(store, spec, endpoints)

@@ -49,6 +49,7 @@ class HostPolicy:
             raise InvalidUrl(f"{field}: mongodb+srv:// URLs are refused when MIGRATOR_ALLOWED_HOSTS is set (their "
                              "hosts come from DNS when connecting); list the hosts in a mongodb:// URL",
                              details={"field": field})
+        allowed = self._allowed_addresses()  # (resolved once for all the URL's hosts)
         for host in _hosts(url):
             if not host or host.startswith("/") or host.startswith("@"):
                 raise InvalidUrl(f"{field}: unix sockets are not allowed when MIGRATOR_ALLOWED_HOSTS is set "
@@ -57,7 +58,6 @@ class HostPolicy:
             if not found:
                 raise InvalidUrl(f"{field}: host {host!r} does not resolve (MIGRATOR_ALLOWED_HOSTS is set)",
                                  details={"field": field})
-            allowed = self._allowed_addresses()
             outside = [a for a in found if a not in allowed and not any(a in n for n in self._networks)]
             if outside:
                 raise InvalidUrl(f"{field}: host {host!r} ({', '.join(map(str, outside))}) is not in "

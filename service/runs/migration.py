@@ -717,11 +717,9 @@ class Migration:
                 self._emit(BatchCommitted(self.id, progress, checkpoint.batches, batch.rows, tuple(batch.rejects),
                                           time.monotonic() - batch.read_at))
 
-            batches = (source.read(schema, after=after, start_row=resumed + 1, batch_size=spec.batch_size,
-                                   native=native, since=since)  # type: ignore[call-arg]
-                       if since is not None else
-                       source.read(schema, after=after, start_row=resumed + 1, batch_size=spec.batch_size,
-                                   native=native))
+            pass_range = {"since": since} if since is not None else {}  # (an incremental source's own option)
+            batches = source.read(schema, after=after, start_row=resumed + 1, batch_size=spec.batch_size,
+                                  native=native, **pass_range)
             await run_table(
                 batches=_marked(batches, marker) if marker else batches,
                 stage=stage, writer=writer, progress=progress, start=start, gate=self.gate,

@@ -141,7 +141,12 @@ class CsvTableWriter:
         default = self.options.delimiter == "," and self.options.quote == '"' and self.options.is_utf8
         if not default:
             return frozenset()
-        return frozenset({NativeFormat.CSV_SAFE if self.options.excel_safe else NativeFormat.CSV})
+        return frozenset({self._native})
+
+    @property
+    def _native(self) -> NativeFormat:
+        """The pass-through payload this writer takes: the server's CSV, excel-safe when asked."""
+        return NativeFormat.CSV_SAFE if self.options.excel_safe else NativeFormat.CSV
 
     def _header(self) -> bytes:
         out = io.StringIO()
@@ -178,7 +183,7 @@ class CsvTableWriter:
 
     def _encode(self, batch: Batch) -> list[bytes]:
         if isinstance(batch.data, NativePayload):
-            if batch.data.format is not (NativeFormat.CSV_SAFE if self.options.excel_safe else NativeFormat.CSV):
+            if batch.data.format is not self._native:
                 raise EndpointError(f"CSV sink cannot take a {batch.data.format} payload")
             return batch.data.parts
         data = printable(neutralised(batch.data) if self.options.excel_safe else batch.data)

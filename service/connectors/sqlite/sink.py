@@ -257,8 +257,7 @@ class SqliteTableWriter:
         c.execute("CREATE TEMP TABLE IF NOT EXISTS _migrator_new (mark TEXT)")
         table = quote_ident(self.schema.name)
         trigger = quote_ident(f"_migrator_watch_{self.schema.name}")
-        key = [str(r[1]) for r in sorted((r for r in c.execute(f"PRAGMA table_info({table})") if int(r[5])),
-                                         key=lambda r: int(r[5]))]
+        key = self.schema.key  # (the table's primary key, as open_table read it)
         if key:  # the primary key: it stays the row's, where a VACUUM may renumber rowids
             noted = "'key:' || json_array(" + ", ".join(f"new.{quote_ident(k)}" for k in key) + ")"
         else:
